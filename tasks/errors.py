@@ -1,0 +1,23 @@
+"""Errors of the task layer (job store, blob store, configuration)."""
+
+from __future__ import annotations
+
+
+class EarshotTaskError(Exception):
+    """Raised when the task layer cannot do what was asked; base of this module."""
+
+
+class ConfigurationError(EarshotTaskError):
+    """Raised when a setting is invalid (unknown URL scheme, missing credential)."""
+
+
+class BlobNotFound(EarshotTaskError):
+    """Raised when a blob key does not exist in the blob store."""
+
+
+class JobNotFound(EarshotTaskError):
+    """Raised when a job id does not exist (or belongs to another API key)."""
+
+
+class TransientStoreError(EarshotTaskError):
+    """Raised when the database or object store is briefly unreachable; retried."""
