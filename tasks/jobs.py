@@ -1,0 +1,421 @@
+"""The job store: the record of truth for every analysis job.
+
+SQLAlchemy 2 on SQLite (WAL, the embedded default) or PostgreSQL (``EARSHOT_DATABASE_URL``).
+Celery's result backend is never used for state: a job's row says where it is, and every state
+change is a conditional update, so a redelivered task or a late worker cannot move a job
+backwards (a canceled job stays canceled; a succeeded job is never re-run).
+"""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Engine,
+    Float,
+    Index,
+    Integer,
+    String,
+    Text,
+    create_engine,
+    event,
+    func,
+    select,
+    update,
+)
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+from tasks.errors import JobNotFound
+from tasks.names import JobStatus
+
+ACTIVE_STATES = (JobStatus.QUEUED.value, JobStatus.RUNNING.value)
+
+# Jobs created without an API key belong to the anonymous owner. It is a value, not NULL,
+# because NULLs never collide in a unique index and idempotency keys must.
+ANONYMOUS = ""
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_job_id() -> str:
+    return uuid.uuid4().hex
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class JobRow(Base):
+    __tablename__ = "jobs"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(64), index=True, default=ANONYMOUS)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    stage: Mapped[str | None] = mapped_column(String(32))
+    percent: Mapped[float] = mapped_column(Float, default=0.0)
+    filename: Mapped[str] = mapped_column(String(255))
+    size_bytes: Mapped[int] = mapped_column(Integer)
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    profile: Mapped[str] = mapped_column(String(32))
+    priority: Mapped[str] = mapped_column(String(16))
+    upload_key: Mapped[str | None] = mapped_column(String(255))
+    result_prefix: Mapped[str | None] = mapped_column(String(255))
+    analyzer_version: Mapped[str | None] = mapped_column(String(32))
+    cached: Mapped[bool] = mapped_column(Boolean, default=False)
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    error_code: Mapped[str | None] = mapped_column(String(64))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    request_id: Mapped[str | None] = mapped_column(String(64))
+    callback_url: Mapped[str | None] = mapped_column(Text)
+    extra: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        Index("ix_jobs_owner_idempotency", "owner", "idempotency_key", unique=True),
+        Index("ix_jobs_created", "created_at", "id"),
+        Index("ix_jobs_cache", "sha256", "profile", "analyzer_version", "status"),
+    )
+
+
+@dataclass(frozen=True)
+class Job:
+    """A detached snapshot of one job row."""
+
+    id: str
+    owner: str
+    status: JobStatus
+    stage: str | None
+    percent: float
+    filename: str
+    size_bytes: int
+    sha256: str
+    profile: str
+    priority: str
+    upload_key: str | None
+    result_prefix: str | None
+    analyzer_version: str | None
+    cached: bool
+    idempotency_key: str | None
+    attempts: int
+    error_code: str | None
+    error_message: str | None
+    request_id: str | None
+    callback_url: str | None
+    extra: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    @classmethod
+    def from_row(cls, row: JobRow) -> Job:
+        values = {name: getattr(row, name) for name in cls.__dataclass_fields__}
+        values["status"] = JobStatus(row.status)
+        values["extra"] = dict(row.extra or {})
+        for name in ("created_at", "updated_at", "started_at", "finished_at"):
+            # SQLite hands back naive datetimes; every stored time is UTC.
+            if values[name] is not None and values[name].tzinfo is None:
+                values[name] = values[name].replace(tzinfo=UTC)
+        return cls(**values)
+
+
+def _encode_cursor(job: Job) -> str:
+    raw = f"{job.created_at.isoformat()}|{job.id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    """Raises ValueError on a malformed cursor."""
+    padded = cursor + "=" * (-len(cursor) % 4)
+    created, _, job_id = base64.urlsafe_b64decode(padded.encode()).decode().partition("|")
+    if not job_id:
+        raise ValueError("malformed cursor")
+    return datetime.fromisoformat(created), job_id
+
+
+def make_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+            # WAL lets the API read while a worker writes; busy_timeout rides out short locks.
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+
+        return engine
+    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+
+
+class JobStore:
+    """Job records on SQLite or PostgreSQL."""
+
+    def __init__(self, url: str, *, engine: Engine | None = None) -> None:
+        if url.startswith("sqlite:///"):
+            from pathlib import Path
+
+            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        self.url = url
+        self.engine = engine or make_engine(url)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    def create_schema(self) -> None:
+        """Create missing tables (the embedded mode and tests; production runs migrations)."""
+        Base.metadata.create_all(self.engine)
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        with self._sessions() as s, s.begin():
+            yield s
+
+    def ping(self) -> None:
+        with self.engine.connect() as conn:
+            conn.execute(select(1))
+
+    # -- creation -------------------------------------------------------------------------
+
+    def create(
+        self,
+        *,
+        filename: str,
+        size_bytes: int,
+        sha256: str,
+        profile: str,
+        priority: str,
+        owner: str = ANONYMOUS,
+        job_id: str | None = None,
+        upload_key: str | None = None,
+        idempotency_key: str | None = None,
+        request_id: str | None = None,
+        callback_url: str | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> tuple[Job, bool]:
+        """Insert a queued job; return ``(job, created)``.
+
+        With an ``idempotency_key`` already used by the same owner, nothing is inserted and the
+        existing job is returned with ``created=False`` (the caller compares its content).
+        """
+        now = utcnow()
+        row = JobRow(
+            id=job_id or new_job_id(),
+            owner=owner,
+            status=JobStatus.QUEUED.value,
+            stage=None,
+            percent=0.0,
+            filename=filename,
+            size_bytes=size_bytes,
+            sha256=sha256,
+            profile=profile,
+            priority=priority,
+            upload_key=upload_key,
+            idempotency_key=idempotency_key,
+            request_id=request_id,
+            callback_url=callback_url,
+            cached=False,
+            attempts=0,
+            extra=extra or {},
+            created_at=now,
+            updated_at=now,
+        )
+        try:
+            with self.session() as s:
+                s.add(row)
+            return Job.from_row(row), True
+        except IntegrityError:
+            if idempotency_key is None:
+                raise
+            existing = self.find_by_idempotency_key(owner, idempotency_key)
+            if existing is None:
+                raise
+            return existing, False
+
+    def find_by_idempotency_key(self, owner: str, key: str) -> Job | None:
+        with self.session() as s:
+            q = select(JobRow).where(JobRow.idempotency_key == key, JobRow.owner == owner)
+            row = s.scalars(q).first()
+            return Job.from_row(row) if row else None
+
+    # -- reading --------------------------------------------------------------------------
+
+    def get(self, job_id: str, *, owner: str | None = None) -> Job:
+        """The job; raises JobNotFound for unknown ids and for another owner's jobs.
+
+        ``owner=None`` skips the ownership check (workers, the reconciler).
+        """
+        with self.session() as s:
+            row = s.get(JobRow, job_id)
+            if row is None or (owner is not None and row.owner != owner):
+                raise JobNotFound(f"job {job_id!r} not found")
+            return Job.from_row(row)
+
+    def list(
+        self,
+        *,
+        owner: str | None = None,
+        status: JobStatus | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> tuple[list[Job], str | None]:
+        """Jobs newest first; returns ``(page, next_cursor)``. Raises ValueError on a bad cursor."""
+        q = select(JobRow)
+        if owner is not None:
+            q = q.where(JobRow.owner == owner)
+        if status is not None:
+            q = q.where(JobRow.status == status.value)
+        if cursor:
+            created, job_id = _decode_cursor(cursor)
+            q = q.where(
+                (JobRow.created_at < created)
+                | ((JobRow.created_at == created) & (JobRow.id < job_id))
+            )
+        q = q.order_by(JobRow.created_at.desc(), JobRow.id.desc()).limit(limit + 1)
+        with self.session() as s:
+            rows = [Job.from_row(r) for r in s.scalars(q)]
+        page = rows[:limit]
+        next_cursor = _encode_cursor(page[-1]) if len(rows) > limit else None
+        return page, next_cursor
+
+    def count_active(self, *, owner: str) -> int:
+        q = select(func.count()).select_from(JobRow).where(JobRow.status.in_(ACTIVE_STATES))
+        q = q.where(JobRow.owner == owner)
+        with self.session() as s:
+            return int(s.scalar(q) or 0)
+
+    def find_cached_result(self, *, sha256: str, profile: str, analyzer_version: str) -> Job | None:
+        """A succeeded job with the same content, profile and analyzer version, if any."""
+        q = (
+            select(JobRow)
+            .where(
+                JobRow.sha256 == sha256,
+                JobRow.profile == profile,
+                JobRow.analyzer_version == analyzer_version,
+                JobRow.status == JobStatus.SUCCEEDED.value,
+                JobRow.result_prefix.is_not(None),
+            )
+            .order_by(JobRow.created_at)
+            .limit(1)
+        )
+        with self.session() as s:
+            row = s.scalars(q).first()
+            return Job.from_row(row) if row else None
+
+    def stale_active(self, *, older_than: timedelta) -> list[Job]:
+        """Queued or running jobs not updated for ``older_than`` (for the reconciler)."""
+        cutoff = utcnow() - older_than
+        q = select(JobRow).where(JobRow.status.in_(ACTIVE_STATES), JobRow.updated_at < cutoff)
+        with self.session() as s:
+            return [Job.from_row(r) for r in s.scalars(q)]
+
+    # -- state changes (all conditional) --------------------------------------------------
+
+    def _transition(self, job_id: str, allowed: tuple[str, ...], **values: Any) -> bool:
+        values.setdefault("updated_at", utcnow())
+        with self.session() as s:
+            result = s.execute(
+                update(JobRow)
+                .where(JobRow.id == job_id, JobRow.status.in_(allowed))
+                .values(**values)
+            )
+            return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    def mark_running(self, job_id: str) -> bool:
+        """Claim the job for a delivery: counts the attempt. False if it is already finished."""
+        now = utcnow()
+        return self._transition(
+            job_id,
+            ACTIVE_STATES,
+            status=JobStatus.RUNNING.value,
+            attempts=JobRow.attempts + 1,
+            started_at=now,
+            stage="starting",
+            percent=0.0,
+        )
+
+    def update_progress(self, job_id: str, *, stage: str, percent: float) -> bool:
+        """Record progress of a running job; False when the job is no longer running."""
+        return self._transition(
+            job_id,
+            (JobStatus.RUNNING.value,),
+            stage=stage,
+            percent=round(max(0.0, min(100.0, percent)), 1),
+        )
+
+    def mark_succeeded(
+        self,
+        job_id: str,
+        *,
+        result_prefix: str,
+        analyzer_version: str,
+        cached: bool = False,
+        extra: dict[str, Any] | None = None,
+    ) -> bool:
+        """Finish the job with its stored result; False when it was canceled or already done."""
+        values: dict[str, Any] = {
+            "status": JobStatus.SUCCEEDED.value,
+            "result_prefix": result_prefix,
+            "analyzer_version": analyzer_version,
+            "cached": cached,
+            "stage": "done",
+            "percent": 100.0,
+            "finished_at": utcnow(),
+            "error_code": None,
+            "error_message": None,
+        }
+        if extra is not None:
+            values["extra"] = extra
+        return self._transition(job_id, ACTIVE_STATES, **values)
+
+    def mark_failed(self, job_id: str, *, code: str, message: str) -> bool:
+        return self._transition(
+            job_id,
+            ACTIVE_STATES,
+            status=JobStatus.FAILED.value,
+            error_code=code,
+            error_message=message[:2000],
+            finished_at=utcnow(),
+        )
+
+    def cancel(self, job_id: str, *, owner: str | None = None) -> Job:
+        """Cancel a queued or running job; a finished job is returned unchanged."""
+        self.get(job_id, owner=owner)  # raises JobNotFound, also for another owner
+        self._transition(
+            job_id,
+            ACTIVE_STATES,
+            status=JobStatus.CANCELED.value,
+            finished_at=utcnow(),
+        )
+        return self.get(job_id)
+
+    def requeue(self, job_id: str) -> bool:
+        """Put a stale active job back to queued (the reconciler re-publishes it)."""
+        return self._transition(job_id, ACTIVE_STATES, status=JobStatus.QUEUED.value)
+
+    def set_extra(self, job_id: str, extra: dict[str, Any]) -> None:
+        with self.session() as s:
+            row = s.get(JobRow, job_id)
+            if row is None:
+                raise JobNotFound(f"job {job_id!r} not found")
+            row.extra = extra
+            row.updated_at = utcnow()
