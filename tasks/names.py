@@ -33,3 +33,19 @@ class JobStatus(StrEnum):
     @property
     def finished(self) -> bool:
         return self in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED)
+
+
+def upload_key(job_id: str) -> str:
+    """Blob key of a job's uploaded audio (the client's file name never reaches a key)."""
+    return f"uploads/{job_id}"
+
+
+def result_prefix(job_id: str) -> str:
+    """Blob key prefix under which a job's result files are stored."""
+    return f"results/{job_id}/"
+
+
+# Files under a result prefix. RESULT_JSON is written last: its presence marks a whole result.
+RESULT_JSON = "result.json"
+FRAMES_CSV = "frames.csv"
+FRAMES_NPZ = "frames.npz"
