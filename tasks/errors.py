@@ -21,3 +21,11 @@ class JobNotFound(EarshotTaskError):
 
 class TransientStoreError(EarshotTaskError):
     """Raised when the database or object store is briefly unreachable; retried."""
+
+
+class BrokerUnavailable(EarshotTaskError):
+    """Raised when a message cannot be published because the broker is unreachable."""
+
+
+class JobCanceled(EarshotTaskError):
+    """Raised inside a running analysis when its job was canceled; stops the work early."""

@@ -41,6 +41,9 @@ class Settings(BaseSettings):
     task_time_limit_s: int = Field(1900, description="Hard time limit (below broker timeout).")
     task_max_attempts: int = Field(3, description="Deliveries before a job is failed for good.")
     worker_concurrency: int = Field(1, description="Processes per worker pool.")
+    worker_max_memory_mb: int = Field(
+        2048, description="A worker process is replaced after a task leaves it above this RSS."
+    )
 
     api_keys: str | None = Field(
         None, description="Comma-separated API keys; unset = open service on 127.0.0.1 only."

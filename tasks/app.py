@@ -1,0 +1,92 @@
+"""The Celery application, built from Settings.
+
+One factory for producer (API) and consumer (worker): both must agree on serializer, queues and
+the broker folder, so neither configures Celery by hand. The result backend is off: a job's row
+in the job store is its state.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+from kombu import Exchange
+from kombu import Queue as KombuQueue
+
+from tasks.names import ANALYZE_TASK, Queue
+from tasks.settings import Settings
+
+# Seconds to wait for the broker before a publish gives up (the API answers 503 instead of
+# hanging the upload request).
+PUBLISH_TIMEOUT_S = 4.0
+
+
+def broker_folders(settings: Settings) -> dict[str, str]:
+    """Folders of the ``filesystem://`` transport, created if missing.
+
+    Producer and consumer share one message folder (``data_folder_in == data_folder_out``):
+    kombu's example swaps in/out for a one-way pipe, but here the API and every worker pool are
+    peers on one queue set. Processed messages are moved into a sibling folder on the same file
+    system so a claim is an atomic rename (two workers can never both take one message), and
+    the reconciler prunes it.
+    """
+    root = settings.broker_dir.resolve()
+    folders = {
+        "data_folder_in": root / "messages",
+        "data_folder_out": root / "messages",
+        "processed_folder": root / "processed",
+        "control_folder": root / "control",
+    }
+    for path in folders.values():
+        path.mkdir(parents=True, exist_ok=True)
+    return {name: str(path) for name, path in folders.items()}
+
+
+def make_celery(settings: Settings) -> Celery:
+    """The Celery app for ``settings`` (importing tasks.analyze registers the task on it)."""
+    app = Celery("earshot", set_as_current=False)
+    transport_options: dict[str, Any]
+    if settings.embedded:
+        transport_options = {**broker_folders(settings), "store_processed": True}
+    else:
+        # Publisher confirms: a publish returns only once RabbitMQ has the message, so a job is
+        # never reported queued for a message the broker dropped.
+        transport_options = {"confirm_publish": True}
+    exchange = Exchange("earshot", type="direct", durable=True)
+    app.conf.update(
+        broker_url=settings.effective_broker_url,
+        broker_transport_options=transport_options,
+        broker_connection_timeout=PUBLISH_TIMEOUT_S,
+        broker_connection_retry_on_startup=True,
+        task_serializer="json",
+        accept_content=["json"],
+        result_serializer="json",
+        task_ignore_result=True,
+        result_backend=None,
+        # A task is acknowledged after it ran, and a worker process killed mid-task (OOM, hard
+        # time limit) hands the message back: audio is never lost with a crash.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        # One message at a time per process: a long analysis never holds a second job hostage.
+        worker_prefetch_multiplier=1,
+        # The hard limit must stay below RabbitMQ's consumer_timeout (30 min by default,
+        # `consumer_timeout` in rabbitmq.conf), or the broker closes the channel under a task
+        # that is still legitimately running; see README "Settings".
+        task_soft_time_limit=settings.task_soft_time_limit_s,
+        task_time_limit=settings.task_time_limit_s,
+        worker_max_memory_per_child=settings.worker_max_memory_mb * 1024,
+        task_default_queue=Queue.INTERACTIVE.value,
+        task_default_exchange="earshot",
+        task_default_routing_key=Queue.INTERACTIVE.value,
+        task_queues=[
+            KombuQueue(q.value, exchange, routing_key=q.value, durable=True) for q in Queue
+        ],
+        task_routes={ANALYZE_TASK: {"queue": Queue.INTERACTIVE.value}},
+        task_create_missing_queues=False,
+        worker_hijack_root_logger=False,
+        worker_send_task_events=False,
+        task_send_sent_event=False,
+        enable_utc=True,
+    )
+    app.conf.include = ["tasks.analyze"]
+    return app

@@ -1,0 +1,137 @@
+"""Everything a process needs to serve jobs, built once from Settings.
+
+The API and the workers share this one object: job store, blob store, Celery app, and the
+publish step. It never imports the analysis package (the API process stays free of librosa).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from celery import Celery
+
+from tasks.app import PUBLISH_TIMEOUT_S, make_celery
+from tasks.blobs import BlobStore, open_blob_store
+from tasks.errors import BrokerUnavailable, ConfigurationError
+from tasks.jobs import Job, JobStore
+from tasks.names import ANALYZE_TASK, QUEUE_FOR_PRIORITY, Priority
+from tasks.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def read_analyzer_version() -> str:
+    """``ANALYZER_VERSION`` from ``analysis/version.py``, without importing ``analysis``.
+
+    The package's ``__init__`` pulls in librosa and numba (seconds of start-up and hundreds of
+    MB); the API only needs this one string to look up cached results.
+    """
+    spec = importlib.util.find_spec("analysis")
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    for location in locations:
+        path = Path(location) / "version.py"
+        if path.is_file():
+            version_spec = importlib.util.spec_from_file_location("_earshot_analysis_version", path)
+            if version_spec is None or version_spec.loader is None:
+                break
+            module = importlib.util.module_from_spec(version_spec)
+            version_spec.loader.exec_module(module)
+            return str(module.ANALYZER_VERSION)
+    raise ConfigurationError(f"analysis/version.py with ANALYZER_VERSION not found in {locations}")
+
+
+@dataclass
+class Runtime:
+    """Job store, blob store and Celery app of one process."""
+
+    settings: Settings
+    jobs: JobStore
+    blobs: BlobStore
+    celery: Celery
+    analyzer_version: str = field(default_factory=read_analyzer_version)
+
+    def publish(self, job: Job) -> None:
+        """Queue the analysis of ``job`` (its id only; the audio stays in the blob store).
+
+        Raises BrokerUnavailable within about PUBLISH_TIMEOUT_S when the broker cannot take the
+        message. No retry here: the caller decides (the API fails the job and answers 503).
+        """
+        queue = QUEUE_FOR_PRIORITY[Priority(job.priority)]
+        try:
+            self.celery.send_task(
+                ANALYZE_TASK,
+                args=[job.id],
+                queue=queue.value,
+                task_id=job.id,
+                retry=False,
+                # Publisher confirms turn a broker-side refusal into an error here, not a loss.
+                timeout=PUBLISH_TIMEOUT_S,
+                confirm_timeout=PUBLISH_TIMEOUT_S,
+            )
+        except Exception as exc:  # kombu/amqp raise many types for "broker unreachable"
+            log.warning("publish of job %s to %s failed: %s", job.id, queue.value, exc)
+            raise BrokerUnavailable(f"cannot publish job {job.id} to {queue.value}: {exc}") from exc
+
+    def readiness(self) -> dict[str, bool]:
+        """Whether each backing service answers right now (for ``/readyz``)."""
+        return {
+            "broker": self._broker_ready(),
+            "database": self._database_ready(),
+            "blobs": self._blobs_ready(),
+        }
+
+    def _broker_ready(self) -> bool:
+        try:
+            with self.celery.connection_for_write() as conn:
+                conn.ensure_connection(max_retries=1, timeout=PUBLISH_TIMEOUT_S)
+            return True
+        except Exception as exc:
+            log.warning("broker not ready: %s", exc)
+            return False
+
+    def _database_ready(self) -> bool:
+        try:
+            self.jobs.ping()
+            return True
+        except Exception as exc:
+            log.warning("database not ready: %s", exc)
+            return False
+
+    def _blobs_ready(self) -> bool:
+        try:
+            # A missing key answering False proves the store is reachable and listable.
+            self.blobs.exists("readyz/probe")
+            return True
+        except Exception as exc:
+            log.warning("blob store not ready: %s", exc)
+            return False
+
+    def close(self) -> None:
+        self.jobs.dispose()
+        self.celery.close()
+
+
+def build_runtime(settings: Settings) -> Runtime:
+    """The runtime of ``settings``; in embedded mode, also the data folders and the schema."""
+    if settings.embedded or settings.database_url is None or settings.blob_url is None:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    jobs = JobStore(settings.effective_database_url)
+    if settings.database_url is None:
+        # The embedded SQLite file is ours to create; a configured database is migrated by
+        # `earshot migrate` (the operator decides when a schema changes).
+        jobs.create_schema()
+    blobs = open_blob_store(
+        settings.effective_blob_url,
+        endpoint_url=settings.s3_endpoint_url,
+        region=settings.s3_region,
+        access_key_id=settings.s3_access_key_id,
+        secret_access_key=settings.s3_secret_access_key,
+    )
+    celery = make_celery(settings)
+    runtime = Runtime(settings=settings, jobs=jobs, blobs=blobs, celery=celery)
+    # Workers find the runtime through their Celery app (see tasks.analyze).
+    celery.earshot_runtime = runtime
+    return runtime
