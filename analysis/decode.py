@@ -1,0 +1,256 @@
+"""Decoding: any file soundfile or PyAV can read, streamed in blocks of native-rate PCM.
+
+The decoder is chosen by content, never by extension: libsndfile's probe first (wav, flac,
+aiff, ogg/vorbis, opus, mp3), then FFmpeg through PyAV (m4a/aac and the rest). Limits are
+checked against the header before a sample is decoded, and again on the running count of
+decoded samples, because a header can lie.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile as sf
+
+from analysis.errors import (
+    DecodedSizeExceeded,
+    DurationExceeded,
+    EmptyAudio,
+    SampleRateOutOfRange,
+    TooManyChannels,
+    UnreadableAudio,
+)
+from analysis.limits import Limits
+
+# Frames per block handed to the caller: ~1.5 s at 44.1 kHz, small enough to keep peak
+# memory flat, large enough that per-block Python overhead is negligible.
+BLOCK_FRAMES = 65536
+
+# Decoders may round the last packet up; allow this much beyond the duration limit before
+# calling the stream a liar.
+_DURATION_SLACK_S = 1.0
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    """What the header says about a file.
+
+    ``frames`` is the declared length in samples per channel, or ``None`` when the container
+    does not say (some streams only know their length once decoded).
+    """
+
+    sample_rate: int
+    channels: int
+    frames: int | None
+    format: str
+    codec: str
+
+    @property
+    def duration_s(self) -> float | None:
+        return None if self.frames is None else self.frames / self.sample_rate
+
+
+class AudioSource:
+    """An opened audio file: header facts in ``info``, PCM from ``blocks()``.
+
+    Use as a context manager; ``blocks()`` can be iterated once.
+    """
+
+    def __init__(self, path: Path, limits: Limits) -> None:
+        self.path = path
+        self.limits = limits
+        self._sf: sf.SoundFile | None = None
+        self._av: Any = None
+        try:
+            self.info = self._open()
+            check_header(self.info, limits)
+        except BaseException:
+            self.close()
+            raise
+
+    def __enter__(self) -> AudioSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._sf is not None:
+            self._sf.close()
+            self._sf = None
+        if self._av is not None:
+            self._av.close()
+            self._av = None
+
+    def _open(self) -> AudioInfo:
+        if not self.path.is_file():
+            raise UnreadableAudio(f"{self.path} is not a readable file")
+        if self.path.stat().st_size == 0:
+            raise EmptyAudio("file is empty (0 bytes)")
+        try:
+            self._sf = sf.SoundFile(self.path)
+        except (sf.LibsndfileError, RuntimeError, ValueError, TypeError):
+            self._sf = None
+        if self._sf is not None:
+            f = self._sf
+            return AudioInfo(
+                sample_rate=int(f.samplerate),
+                channels=int(f.channels),
+                frames=int(f.frames),
+                format=str(f.format).lower(),
+                codec=str(f.subtype).lower(),
+            )
+        return self._open_av()
+
+    def _open_av(self) -> AudioInfo:
+        import av
+
+        try:
+            container = av.open(str(self.path), mode="r")
+        except (av.FFmpegError, UnicodeDecodeError, ValueError, OSError) as exc:
+            raise UnreadableAudio(f"not a decodable audio file: {exc}") from exc
+        self._av = container
+        if not container.streams.audio:
+            raise UnreadableAudio("no audio stream in the file")
+        stream = container.streams.audio[0]
+        ctx = stream.codec_context
+        rate = int(ctx.sample_rate or stream.rate or 0)
+        channels = int(ctx.channels or 0)
+        if rate <= 0 or channels <= 0:
+            raise UnreadableAudio(f"audio stream declares rate {rate} Hz and {channels} channels")
+        frames: int | None = None
+        if stream.duration is not None and stream.time_base is not None:
+            frames = round(float(stream.duration * stream.time_base) * rate)
+        elif container.duration is not None:
+            frames = round(container.duration / av.time_base * rate)
+        names = container.format.name.split(",")
+        fmt = "mp4" if "mp4" in names else names[0]
+        return AudioInfo(
+            sample_rate=rate, channels=channels, frames=frames, format=fmt, codec=str(ctx.name)
+        )
+
+    def blocks(self) -> Iterator[np.ndarray]:
+        """Yield float32 blocks of shape (n, channels) at the native rate.
+
+        Raises ``DurationExceeded`` / ``DecodedSizeExceeded`` as soon as the running count
+        passes a limit, ``EmptyAudio`` if nothing decodes, ``UnreadableAudio`` on decoder errors.
+        """
+        raw = self._sf_blocks() if self._sf is not None else self._av_blocks()
+        rate, channels = self.info.sample_rate, self.info.channels
+        max_frames = (self.limits.max_duration_s + _DURATION_SLACK_S) * rate
+        max_bytes = self.limits.max_decoded_bytes
+        decoded = 0
+        for block in raw:
+            if block.shape[0] == 0:
+                continue
+            decoded += block.shape[0]
+            if decoded > max_frames:
+                raise DurationExceeded(
+                    f"decoded duration passed {decoded / rate:.1f} s, over the limit of "
+                    f"{self.limits.max_duration_s:g} s (max_duration_s)"
+                )
+            if decoded * channels * 4 > max_bytes:
+                raise DecodedSizeExceeded(
+                    f"decoded size passed {decoded * channels * 4} bytes, over the limit of "
+                    f"{max_bytes} bytes (max_decoded_bytes)"
+                )
+            yield block
+        if decoded == 0:
+            raise EmptyAudio("no samples could be decoded (zero-length audio)")
+
+    def _sf_blocks(self) -> Iterator[np.ndarray]:
+        assert self._sf is not None
+        f = self._sf
+        while True:
+            try:
+                block = f.read(BLOCK_FRAMES, dtype="float32", always_2d=True)
+            except (sf.LibsndfileError, RuntimeError) as exc:
+                raise UnreadableAudio(f"decoding failed: {exc}") from exc
+            if block.shape[0] == 0:
+                return
+            yield block
+
+    def _av_blocks(self) -> Iterator[np.ndarray]:
+        import av
+
+        container = self._av
+        stream = container.streams.audio[0]
+        # Planar float keeps the native rate and layout; one (channels, n) array per frame.
+        resampler = av.AudioResampler(format="fltp")
+        try:
+            for frame in container.decode(stream):
+                for out in resampler.resample(frame):
+                    yield _planar(out, self.info.channels)
+            for out in resampler.resample(None):
+                yield _planar(out, self.info.channels)
+        except av.FFmpegError as exc:
+            raise UnreadableAudio(f"decoding failed: {exc}") from exc
+
+
+def _planar(frame: Any, channels: int) -> np.ndarray:
+    data = frame.to_ndarray()
+    if data.shape[0] != channels:
+        # A stream may change layout mid-file; such a file is not one signal.
+        raise UnreadableAudio(f"channel count changed mid-stream ({channels} -> {data.shape[0]})")
+    return np.ascontiguousarray(data.T, dtype=np.float32)
+
+
+def check_header(info: AudioInfo, limits: Limits) -> None:
+    """Refuse a file from what its header declares, before decoding.
+
+    Raises
+    ------
+    SampleRateOutOfRange, TooManyChannels, EmptyAudio, DurationExceeded, DecodedSizeExceeded
+    """
+    if not limits.min_sample_rate <= info.sample_rate <= limits.max_sample_rate:
+        raise SampleRateOutOfRange(
+            f"sample rate {info.sample_rate} Hz is outside {limits.min_sample_rate}.."
+            f"{limits.max_sample_rate} Hz (min_sample_rate/max_sample_rate)"
+        )
+    if info.channels > limits.max_channels:
+        raise TooManyChannels(
+            f"{info.channels} channels exceeds the limit of {limits.max_channels} (max_channels)"
+        )
+    if info.frames is None:
+        return
+    if info.frames == 0:
+        raise EmptyAudio("the file declares zero samples (zero-length audio)")
+    duration = info.frames / info.sample_rate
+    if duration > limits.max_duration_s:
+        raise DurationExceeded(
+            f"duration {duration:.1f} s exceeds the limit of {limits.max_duration_s:g} s "
+            "(max_duration_s)"
+        )
+    size = info.frames * info.channels * 4
+    if size > limits.max_decoded_bytes:
+        raise DecodedSizeExceeded(
+            f"decoded size {size} bytes exceeds the limit of {limits.max_decoded_bytes} bytes "
+            "(max_decoded_bytes)"
+        )
+
+
+def open_audio(path: str | Path, *, limits: Limits) -> AudioSource:
+    """Open ``path`` for decoding after checking its header against ``limits``.
+
+    Parameters
+    ----------
+    path : str or Path
+        An audio file on local disk.
+    limits : Limits
+        Bounds on rate, channels, duration and decoded size.
+
+    Returns
+    -------
+    AudioSource
+        Close it (or use ``with``) when done.
+
+    Raises
+    ------
+    InvalidAudio
+        A subclass naming the broken rule.
+    """
+    return AudioSource(Path(path), limits)

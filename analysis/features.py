@@ -1,0 +1,197 @@
+"""Frame-level features from one short-time Fourier transform, computed chunk by chunk.
+
+The STFT of an hour of audio would not fit the worker's memory budget (1025 bins x 155k
+frames of complex64 is 1.3 GB), so it is computed in chunks of frames, each feature taken
+from the chunk's spectrogram and only compact per-frame series and running sums are kept.
+Chunks are cut so that every frame is exactly the frame ``librosa.stft(center=True)`` makes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import librosa
+import numpy as np
+import scipy.fft
+
+# Frames per STFT chunk: ~47 s at hop 512 and 22050 Hz, 17 MB of complex64 spectrum.
+CHUNK_FRAMES = 2048
+SERIES = (
+    "rms",
+    "zero_crossing_rate",
+    "spectral_centroid_hz",
+    "spectral_bandwidth_hz",
+    "spectral_rolloff_hz",
+    "spectral_flatness",
+    "onset_strength",
+)
+# A frame whose RMS is below this (dB re full scale) is silent.
+SILENCE_THRESHOLD_DB = -60.0
+# Spectral frames with less energy than this are silent: their centroid etc. are set to 0
+# instead of the 0/0 that librosa's ratios would give.
+_MIN_POWER = 1e-10
+
+
+@dataclass
+class Moments:
+    """Running sum and sum of squares of a (k, n) feature, reduced over frames."""
+
+    k: int
+    total: np.ndarray = field(init=False)
+    squares: np.ndarray = field(init=False)
+    count: int = 0
+
+    def __post_init__(self) -> None:
+        self.total = np.zeros(self.k)
+        self.squares = np.zeros(self.k)
+
+    def add(self, x: np.ndarray) -> None:
+        x = x.astype(np.float64, copy=False)
+        self.total += x.sum(axis=1)
+        self.squares += (x * x).sum(axis=1)
+        self.count += x.shape[1]
+
+    def mean(self) -> np.ndarray:
+        return self.total / max(self.count, 1)
+
+    def std(self) -> np.ndarray:
+        var = self.squares / max(self.count, 1) - self.mean() ** 2
+        return np.sqrt(np.maximum(var, 0.0))
+
+
+@dataclass
+class Features:
+    """What the spectral pass produces.
+
+    ``series`` holds 1-D float32 arrays of ``n_frames``; ``mfcc``, ``contrast`` and ``chroma``
+    hold running moments over frames; ``tuning`` is the estimated deviation from A440 in
+    fractions of a chroma bin.
+    """
+
+    series: dict[str, np.ndarray]
+    mfcc: Moments
+    contrast: Moments
+    chroma: Moments
+    tuning: float
+
+
+def n_frames(n_samples: int, hop_length: int) -> int:
+    """Number of frames ``librosa.stft(center=True)`` makes of ``n_samples`` samples."""
+    return 1 + n_samples // hop_length
+
+
+def _chunk_signal(y: np.ndarray, f0: int, f1: int, n_fft: int, hop_length: int) -> np.ndarray:
+    # Frame t of a centred STFT covers y[t*hop - n_fft//2 : t*hop - n_fft//2 + n_fft], zeros
+    # outside y; copying just that span keeps frames identical to the whole-signal STFT.
+    start = f0 * hop_length - n_fft // 2
+    stop = (f1 - 1) * hop_length - n_fft // 2 + n_fft
+    seg = np.zeros(stop - start, dtype=np.float32)
+    a, b = max(start, 0), min(stop, y.shape[0])
+    if b > a:
+        seg[a - start : b - start] = y[a:b]
+    return seg
+
+
+def spectral_features(
+    y: np.ndarray,
+    sr: int,
+    *,
+    n_fft: int = 2048,
+    hop_length: int = 512,
+    n_mels: int = 128,
+    n_mfcc: int = 20,
+    progress: Callable[[float], None] | None = None,
+) -> Features:
+    """Compute every frame-level feature from one chunked STFT of ``y``.
+
+    Parameters
+    ----------
+    y : np.ndarray [shape=(n,)], float32
+        Mono signal.
+    sr : int
+        Sample rate of ``y`` in Hz.
+    n_fft, hop_length : int
+        STFT frame and hop in samples.
+    n_mels, n_mfcc : int
+        Mel bands (for MFCC and the onset envelope) and MFCC coefficients.
+    progress : callable(fraction) or None
+        Called after each chunk with the fraction of frames done.
+
+    Returns
+    -------
+    Features
+    """
+    total = n_frames(y.shape[0], hop_length)
+    series = {name: np.zeros(total, dtype=np.float32) for name in SERIES}
+    mfcc = Moments(n_mfcc)
+    contrast = Moments(7)
+    chroma_m = Moments(12)
+    freqs = librosa.fft_frequencies(sr=sr, n_fft=n_fft)
+    mel_basis = librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels)
+    chroma_basis: np.ndarray | None = None
+    tuning = 0.0
+    prev_mel_db: np.ndarray | None = None
+
+    for f0 in range(0, total, CHUNK_FRAMES):
+        f1 = min(f0 + CHUNK_FRAMES, total)
+        seg = _chunk_signal(y, f0, f1, n_fft, hop_length)
+        D = librosa.stft(seg, n_fft=n_fft, hop_length=hop_length, center=False)
+        S = np.abs(D)
+        del D
+        power = S * S
+        frame_power = power.sum(axis=0)
+        voiced = frame_power > _MIN_POWER
+
+        if chroma_basis is None:
+            # Tuning is estimated once, from the first chunk: chroma_stft's per-call
+            # estimate is its slow path, and tuning does not drift within a recording.
+            tuning = _estimate_tuning(S[:, voiced], sr, n_fft)
+            chroma_basis = librosa.filters.chroma(sr=sr, n_fft=n_fft, tuning=tuning)
+
+        frames = librosa.util.frame(seg, frame_length=n_fft, hop_length=hop_length)
+        series["rms"][f0:f1] = np.sqrt(np.mean(frames.astype(np.float64) ** 2, axis=0))
+        series["zero_crossing_rate"][f0:f1] = librosa.feature.zero_crossing_rate(
+            seg, frame_length=n_fft, hop_length=hop_length, center=False
+        )[0]
+
+        for name, values in (
+            ("spectral_centroid_hz", librosa.feature.spectral_centroid(S=S, freq=freqs)),
+            ("spectral_bandwidth_hz", librosa.feature.spectral_bandwidth(S=S, freq=freqs)),
+            ("spectral_rolloff_hz", librosa.feature.spectral_rolloff(S=S, sr=sr, freq=freqs)),
+            ("spectral_flatness", librosa.feature.spectral_flatness(S=S)),
+        ):
+            series[name][f0:f1] = np.where(voiced, values[0], 0.0)
+        contrast.add(
+            librosa.feature.spectral_contrast(S=S, sr=sr, freq=freqs, n_fft=n_fft)[:, voiced]
+        )
+
+        mel_db = librosa.power_to_db(mel_basis @ power, top_db=None)
+        mfcc.add(scipy.fft.dct(mel_db, axis=0, type=2, norm="ortho")[:n_mfcc])
+        # Onset strength as librosa computes it: mean positive change of log-mel per frame,
+        # carried across chunk boundaries.
+        previous = mel_db[:, :1] if prev_mel_db is None else prev_mel_db
+        diff = np.diff(np.concatenate([previous, mel_db], axis=1), axis=1)
+        series["onset_strength"][f0:f1] = np.maximum(diff, 0.0).mean(axis=0)
+        prev_mel_db = mel_db[:, -1:]
+
+        chroma = librosa.util.normalize(chroma_basis @ power, norm=np.inf, axis=0)
+        chroma_m.add(chroma[:, voiced])
+        if progress is not None:
+            progress(f1 / total)
+
+    # librosa.onset.onset_strength(center=True) delays the envelope by n_fft // (2 * hop)
+    # frames so that peaks line up with the centred frames; do the same.
+    shift = n_fft // (2 * hop_length)
+    if shift:
+        env = series["onset_strength"]
+        env[shift:] = env[:-shift].copy()
+        env[:shift] = 0.0
+    return Features(series=series, mfcc=mfcc, contrast=contrast, chroma=chroma_m, tuning=tuning)
+
+
+def _estimate_tuning(S: np.ndarray, sr: int, n_fft: int) -> float:
+    if S.shape[1] == 0 or not np.any(S > 0):
+        return 0.0
+    tuning = float(librosa.estimate_tuning(S=S, sr=sr, n_fft=n_fft))
+    return tuning if np.isfinite(tuning) else 0.0
