@@ -49,3 +49,9 @@ def result_prefix(job_id: str) -> str:
 RESULT_JSON = "result.json"
 FRAMES_CSV = "frames.csv"
 FRAMES_NPZ = "frames.npz"
+
+
+# Analysis profiles the service accepts: the names of analysis.PROFILES, repeated here because
+# the API must not import the analysis package (librosa); tests/api checks the two agree.
+PROFILES: tuple[str, ...] = ("standard", "fast")
+DEFAULT_PROFILE = "standard"
