@@ -6,6 +6,7 @@ publish step. It never imports the analysis package (the API process stays free 
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import logging
 from dataclasses import dataclass, field
@@ -22,25 +23,36 @@ from tasks.settings import Settings
 
 log = logging.getLogger(__name__)
 
+# Where the analysis package keeps its version constant, most specific first.
+ANALYZER_VERSION_FILES = ("version.py", "analyze.py", "__init__.py")
+
 
 def read_analyzer_version() -> str:
-    """``ANALYZER_VERSION`` from ``analysis/version.py``, without importing ``analysis``.
+    """``ANALYZER_VERSION`` of the installed analysis package, without importing it.
 
     The package's ``__init__`` pulls in librosa and numba (seconds of start-up and hundreds of
-    MB); the API only needs this one string to look up cached results.
+    MB); the API only needs this one string to look up cached results, so the constant is read
+    from the source with ``ast``: ``analysis/version.py`` if it exists, else the module that
+    defines it today.
     """
     spec = importlib.util.find_spec("analysis")
     locations = list(spec.submodule_search_locations or []) if spec else []
     for location in locations:
-        path = Path(location) / "version.py"
-        if path.is_file():
-            version_spec = importlib.util.spec_from_file_location("_earshot_analysis_version", path)
-            if version_spec is None or version_spec.loader is None:
-                break
-            module = importlib.util.module_from_spec(version_spec)
-            version_spec.loader.exec_module(module)
-            return str(module.ANALYZER_VERSION)
-    raise ConfigurationError(f"analysis/version.py with ANALYZER_VERSION not found in {locations}")
+        for name in ANALYZER_VERSION_FILES:
+            path = Path(location) / name
+            if not path.is_file():
+                continue
+            for node in ast.parse(path.read_text(encoding="utf-8")).body:
+                if (
+                    isinstance(node, ast.Assign)
+                    and any(
+                        isinstance(t, ast.Name) and t.id == "ANALYZER_VERSION" for t in node.targets
+                    )
+                    and isinstance(node.value, ast.Constant)
+                    and isinstance(node.value.value, str)
+                ):
+                    return node.value.value
+    raise ConfigurationError(f"no ANALYZER_VERSION string constant in analysis at {locations}")
 
 
 @dataclass

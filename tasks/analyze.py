@@ -1,0 +1,203 @@
+"""The ``earshot.analyze`` task: load job, fetch audio, analyze, store result, mark done.
+
+The message carries the job id only; the job row is the truth. Every step is safe to repeat:
+a redelivered message for a finished job is acknowledged and dropped, result files are
+overwritten whole, and result.json is written last so a half-stored result is never served.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from celery import Task, shared_task
+from celery.exceptions import SoftTimeLimitExceeded
+from sqlalchemy.exc import OperationalError as DatabaseOperationalError
+
+from tasks.errors import BlobNotFound, JobCanceled, JobNotFound, TransientStoreError
+from tasks.jobs import Job
+from tasks.names import (
+    ANALYZE_TASK,
+    FRAMES_CSV,
+    FRAMES_NPZ,
+    RESULT_JSON,
+    JobStatus,
+    result_prefix,
+    upload_key,
+)
+from tasks.runtime import Runtime, build_runtime
+from tasks.settings import get_settings
+
+log = logging.getLogger(__name__)
+
+# Progress is written at most this often: a row update per librosa stage is cheap, one per
+# audio block would make SQLite the bottleneck.
+PROGRESS_INTERVAL_S = 0.5
+
+# Errors worth another delivery: the database or object store blinked.
+TRANSIENT_ERRORS = (TransientStoreError, DatabaseOperationalError, ConnectionError, TimeoutError)
+
+# Error codes the task writes itself (InvalidAudio subclasses bring their own).
+WORKER_LOST = "worker_lost"
+TIME_LIMIT = "time_limit_exceeded"
+STORE_UNAVAILABLE = "store_unavailable"
+MISSING_UPLOAD = "upload_missing"
+INTERNAL_ERROR = "internal_error"
+UNKNOWN_PROFILE = "unknown_profile"
+
+
+def runtime_of(task: Task) -> Runtime:
+    """The runtime attached to the task's app, or one built from the environment."""
+    runtime: Runtime | None = getattr(task.app, "earshot_runtime", None)
+    if runtime is None:
+        runtime = build_runtime(get_settings())
+        task.app.earshot_runtime = runtime
+    return runtime
+
+
+def progress_writer(runtime: Runtime, job_id: str) -> Callable[[str, float], None]:
+    """A ``progress(stage, fraction)`` callback that stops the analysis of a canceled job."""
+    last = 0.0
+
+    def progress(stage: str, fraction: float) -> None:
+        nonlocal last
+        now = time.monotonic()
+        if now - last < PROGRESS_INTERVAL_S:
+            return
+        last = now
+        if not runtime.jobs.update_progress(job_id, stage=stage, percent=100.0 * fraction):
+            raise JobCanceled(f"job {job_id} is no longer running")
+
+    return progress
+
+
+def store_result(runtime: Runtime, job_id: str, analysis: Any) -> str:
+    """Write frames.csv, frames.npz, then result.json (last: it marks a whole result)."""
+    from analysis.export import frames_to_csv, frames_to_npz
+
+    prefix = result_prefix(job_id)
+    runtime.blobs.put_bytes(prefix + FRAMES_CSV, frames_to_csv(analysis))
+    runtime.blobs.put_bytes(prefix + FRAMES_NPZ, frames_to_npz(analysis))
+    document = json.dumps(analysis.document, ensure_ascii=False, allow_nan=False).encode()
+    runtime.blobs.put_bytes(prefix + RESULT_JSON, document)
+    return prefix
+
+
+def discard(runtime: Runtime, job: Job) -> None:
+    """Remove what a job that ended without a result left behind."""
+    runtime.blobs.delete_prefix(result_prefix(job.id))
+    if job.upload_key:
+        runtime.blobs.delete(job.upload_key)
+
+
+def run_analysis(runtime: Runtime, job_id: str, *, retry: Callable[[Exception], None]) -> str:
+    """The task body; returns the job's final (or current) status for logs and tests.
+
+    ``retry(exc)`` schedules another delivery for a transient error (Celery's ``Task.retry``).
+    """
+    from analysis import ANALYZER_VERSION, Limits, analyze_file
+    from analysis.errors import InvalidAudio, UnknownProfile
+
+    settings = runtime.settings
+    try:
+        if not runtime.jobs.mark_running(job_id):
+            return runtime.jobs.get(job_id).status.value
+        job = runtime.jobs.get(job_id)
+    except JobNotFound:
+        log.warning("job %s does not exist; message dropped", job_id)
+        return "missing"
+    except TRANSIENT_ERRORS as exc:
+        retry(exc)
+        raise
+    if job.attempts > settings.task_max_attempts:
+        # Each delivery counts an attempt before work starts, so a file that kills the worker
+        # process every time (OOM, segfault, hard time limit) ends here instead of looping.
+        runtime.jobs.mark_failed(
+            job_id,
+            code=WORKER_LOST,
+            message=f"the worker died {job.attempts - 1} times analysing this file "
+            f"(EARSHOT_TASK_MAX_ATTEMPTS={settings.task_max_attempts})",
+        )
+        discard(runtime, job)
+        return JobStatus.FAILED.value
+
+    limits = Limits(
+        max_duration_s=settings.max_duration_s,
+        max_sample_rate=settings.max_sample_rate,
+        max_channels=settings.max_channels,
+    )
+    try:
+        with runtime.blobs.local_path(job.upload_key or upload_key(job_id)) as path:
+            analysis = analyze_file(
+                path,
+                profile=job.profile,
+                limits=limits,
+                progress=progress_writer(runtime, job_id),
+            )
+        runtime.jobs.update_progress(job_id, stage="storing", percent=99.0)
+        prefix = store_result(runtime, job_id, analysis)
+    except JobCanceled:
+        log.info("job %s canceled while running", job_id)
+        discard(runtime, job)
+        return runtime.jobs.get(job_id).status.value
+    except InvalidAudio as exc:
+        runtime.jobs.mark_failed(job_id, code=exc.code, message=str(exc))
+        discard(runtime, job)
+        return JobStatus.FAILED.value
+    except UnknownProfile as exc:
+        runtime.jobs.mark_failed(job_id, code=UNKNOWN_PROFILE, message=str(exc))
+        discard(runtime, job)
+        return JobStatus.FAILED.value
+    except BlobNotFound as exc:
+        runtime.jobs.mark_failed(job_id, code=MISSING_UPLOAD, message=str(exc))
+        return JobStatus.FAILED.value
+    except SoftTimeLimitExceeded:
+        runtime.jobs.mark_failed(
+            job_id,
+            code=TIME_LIMIT,
+            message=f"analysis took longer than {settings.task_soft_time_limit_s} s "
+            "(EARSHOT_TASK_SOFT_TIME_LIMIT_S)",
+        )
+        discard(runtime, job)
+        return JobStatus.FAILED.value
+    except TRANSIENT_ERRORS as exc:
+        if job.attempts >= settings.task_max_attempts:
+            runtime.jobs.mark_failed(
+                job_id,
+                code=STORE_UNAVAILABLE,
+                message=f"storage unavailable after {job.attempts} attempts: {exc}",
+            )
+            return JobStatus.FAILED.value
+        retry(exc)
+        raise
+    except Exception as exc:
+        # A bug, not the user's fault and not worth a retry: fail loudly, keep the upload so
+        # the job can be re-run once fixed.
+        log.exception("job %s: analysis crashed", job_id)
+        runtime.jobs.mark_failed(job_id, code=INTERNAL_ERROR, message=f"{type(exc).__name__}")
+        return JobStatus.FAILED.value
+
+    if not runtime.jobs.mark_succeeded(
+        job_id, result_prefix=prefix, analyzer_version=ANALYZER_VERSION
+    ):
+        # Canceled while the result was being stored: the cancel wins, the files go.
+        discard(runtime, job)
+        return runtime.jobs.get(job_id).status.value
+    return JobStatus.SUCCEEDED.value
+
+
+@shared_task(name=ANALYZE_TASK, bind=True, ignore_result=True, acks_late=True)
+def analyze(self: Task, job_id: str) -> str:
+    """Analyze the uploaded audio of job ``job_id`` and store its result."""
+    runtime = runtime_of(self)
+
+    def retry(exc: Exception) -> None:
+        # Exponential backoff, 2, 4, 8 … s, capped at a minute.
+        countdown = min(60, 2 ** max(1, self.request.retries + 1))
+        log.warning("job %s: transient error, retry in %d s: %s", job_id, countdown, exc)
+        raise self.retry(exc=exc, countdown=countdown, max_retries=None)
+
+    return run_analysis(runtime, job_id, retry=retry)
