@@ -1,0 +1,143 @@
+"""The analyze task run in-process against a real SQLite job store and a local blob folder."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from analysis import ANALYZER_VERSION
+from tasks.analyze import WORKER_LOST
+from tasks.blobs import LocalBlobStore
+from tasks.errors import TransientStoreError
+from tasks.jobs import JobStore
+from tasks.names import ANALYZE_TASK, FRAMES_CSV, FRAMES_NPZ, RESULT_JSON, JobStatus
+from tasks.runtime import Runtime, read_analyzer_version
+from tests.tasks.conftest import submit
+
+
+def run_task(runtime: Runtime, job_id: str) -> Any:
+    """Deliver the task once, in this process, the way a worker would."""
+    return runtime.celery.tasks[ANALYZE_TASK].apply(args=[job_id]).get()
+
+
+def test_analysis_succeeds_and_stores_whole_result(runtime: Runtime, wav_bytes: bytes) -> None:
+    job = submit(runtime, wav_bytes)
+
+    assert run_task(runtime, job.id) == JobStatus.SUCCEEDED
+
+    done = runtime.jobs.get(job.id)
+    assert done.status is JobStatus.SUCCEEDED
+    assert done.percent == 100.0
+    assert done.attempts == 1
+    assert done.analyzer_version == ANALYZER_VERSION
+    assert done.result_prefix is not None
+    document = json.loads(runtime.blobs.get_bytes(done.result_prefix + RESULT_JSON))
+    # The click track is at 120 BPM; the document is the analysis of this very file.
+    assert document["summary"]["tempo"]["bpm"] == pytest.approx(120, abs=3)
+    header = runtime.blobs.get_bytes(done.result_prefix + FRAMES_CSV).split(b"\n", 1)[0]
+    assert b"time_s" in header or b"time" in header
+    assert runtime.blobs.get_bytes(done.result_prefix + FRAMES_NPZ).startswith(b"PK")
+    # Kept on success: re-running a job needs no re-upload.
+    assert runtime.blobs.exists(job.upload_key or "")
+
+
+def test_invalid_audio_fails_with_its_code_and_is_not_retried(runtime: Runtime) -> None:
+    job = submit(runtime, b"this is a shopping list, not audio\n" * 50)
+
+    assert run_task(runtime, job.id) == JobStatus.FAILED
+
+    failed = runtime.jobs.get(job.id)
+    assert failed.status is JobStatus.FAILED
+    assert failed.error_code == "unreadable_audio"
+    assert failed.error_message
+    assert failed.attempts == 1
+    assert not runtime.blobs.exists(failed.result_prefix or f"results/{job.id}/{RESULT_JSON}")
+
+
+class CancelOnFirstProgress(JobStore):
+    """A real job store whose user cancels the job just as the first progress is written."""
+
+    def update_progress(self, job_id: str, *, stage: str, percent: float) -> bool:
+        self.cancel(job_id)
+        return super().update_progress(job_id, stage=stage, percent=percent)
+
+
+def test_cancel_during_progress_stops_the_analysis(runtime: Runtime, wav_bytes: bytes) -> None:
+    job = submit(runtime, wav_bytes)
+    runtime.jobs = CancelOnFirstProgress(runtime.jobs.url, engine=runtime.jobs.engine)
+
+    assert run_task(runtime, job.id) == JobStatus.CANCELED
+
+    canceled = runtime.jobs.get(job.id)
+    assert canceled.status is JobStatus.CANCELED
+    assert canceled.percent < 100.0
+    assert not runtime.blobs.exists(f"results/{job.id}/{RESULT_JSON}")
+    assert not runtime.blobs.exists(f"results/{job.id}/{FRAMES_CSV}")
+    assert not runtime.blobs.exists(job.upload_key or "")
+
+
+def test_redelivery_after_success_is_a_no_op(runtime: Runtime, wav_bytes: bytes) -> None:
+    job = submit(runtime, wav_bytes)
+    run_task(runtime, job.id)
+    first = runtime.jobs.get(job.id)
+    result_key = f"{first.result_prefix}{RESULT_JSON}"
+    result_path = runtime.blobs.root / result_key  # type: ignore[attr-defined]
+    stamp = result_path.stat().st_mtime_ns
+
+    assert run_task(runtime, job.id) == JobStatus.SUCCEEDED
+
+    again = runtime.jobs.get(job.id)
+    assert again.attempts == 1
+    assert again.finished_at == first.finished_at
+    assert result_path.stat().st_mtime_ns == stamp
+    assert sorted(p.name for p in result_path.parent.iterdir()) == sorted(
+        [FRAMES_CSV, FRAMES_NPZ, RESULT_JSON]
+    )
+
+
+def test_attempts_exceeded_fails_with_worker_lost(runtime: Runtime, wav_bytes: bytes) -> None:
+    job = submit(runtime, wav_bytes)
+    # Each delivery that killed its worker claimed the job first and never finished it.
+    for _ in range(runtime.settings.task_max_attempts):
+        assert runtime.jobs.mark_running(job.id)
+
+    assert run_task(runtime, job.id) == JobStatus.FAILED
+
+    lost = runtime.jobs.get(job.id)
+    assert lost.error_code == WORKER_LOST
+    assert str(runtime.settings.task_max_attempts) in (lost.error_message or "")
+    assert not runtime.blobs.exists(f"results/{job.id}/{RESULT_JSON}")
+
+
+class FlakyBlobStore(LocalBlobStore):
+    """A real local store whose first write of a result fails as an object store outage would."""
+
+    failures = 1
+
+    def put_stream(self, key: str, chunks: Any) -> int:
+        if key.startswith("results/") and self.failures:
+            self.failures -= 1
+            raise TransientStoreError(f"simulated outage writing {key}")
+        return super().put_stream(key, chunks)
+
+
+def test_transient_store_error_is_retried(runtime: Runtime, wav_bytes: bytes) -> None:
+    runtime.blobs = FlakyBlobStore(runtime.blobs.root)  # type: ignore[attr-defined]
+    job = submit(runtime, wav_bytes)
+
+    runtime.celery.tasks[ANALYZE_TASK].apply(args=[job.id])
+
+    done = runtime.jobs.get(job.id)
+    assert done.status is JobStatus.SUCCEEDED
+    assert done.attempts == 2
+    assert runtime.blobs.exists(f"results/{job.id}/{RESULT_JSON}")
+
+
+def test_unknown_job_is_dropped(runtime: Runtime) -> None:
+    assert run_task(runtime, "0" * 32) == "missing"
+
+
+def test_api_reads_the_analyzer_version_without_importing_it() -> None:
+    assert read_analyzer_version() == ANALYZER_VERSION
