@@ -9,6 +9,7 @@ backwards (a canceled job stays canceled; a succeeded job is never re-run).
 from __future__ import annotations
 
 import base64
+import builtins
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -321,7 +322,7 @@ class JobStore:
             row = s.scalars(q).first()
             return Job.from_row(row) if row else None
 
-    def stale_active(self, *, older_than: timedelta) -> list[Job]:
+    def stale_active(self, *, older_than: timedelta) -> builtins.list[Job]:
         """Queued or running jobs not updated for ``older_than`` (for the reconciler)."""
         cutoff = utcnow() - older_than
         q = select(JobRow).where(JobRow.status.in_(ACTIVE_STATES), JobRow.updated_at < cutoff)
@@ -411,6 +412,14 @@ class JobStore:
     def requeue(self, job_id: str) -> bool:
         """Put a stale active job back to queued (the reconciler re-publishes it)."""
         return self._transition(job_id, ACTIVE_STATES, status=JobStatus.QUEUED.value)
+
+    def release_idempotency_key(self, job_id: str) -> None:
+        """Free a job's idempotency key, so a retry with the same key creates a new job.
+
+        For jobs that were never queued (the broker was down): the client was told to retry.
+        """
+        with self.session() as s:
+            s.execute(update(JobRow).where(JobRow.id == job_id).values(idempotency_key=None))
 
     def set_extra(self, job_id: str, extra: dict[str, Any]) -> None:
         with self.session() as s:
