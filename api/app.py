@@ -1,0 +1,117 @@
+"""The FastAPI application: ``create_app(settings)`` wires routes, problems and the runtime.
+
+The API process never imports the analysis package (librosa, numba): it stores uploads,
+records jobs and publishes them by task name.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api import problems
+from api.deps import REQUEST_ID_HEADER, api_keys, request_id_from
+from api.routes import analyses, health
+from tasks.runtime import Runtime, build_runtime
+from tasks.settings import Settings, get_settings
+
+log = logging.getLogger("earshot.api")
+
+DESCRIPTION = """\
+Upload audio, get librosa features back.
+
+Submit a file with `POST /v1/analyses`, follow the job at the `Location` it answers with, and
+download the result (`/result`, as JSON, CSV or NPZ) once its status is `succeeded`.
+
+Every error is an [RFC 9457](https://www.rfc-editor.org/rfc/rfc9457) problem document
+(`application/problem+json`) with a stable `code`; branch on `code`, show `detail`.
+Every response carries `X-Request-ID` (yours if you sent one).
+"""
+
+TAGS = [
+    {"name": "analyses", "description": "Submit audio, follow jobs, fetch results, cancel."},
+    {"name": "health", "description": "Probes for orchestrators and load balancers."},
+]
+
+
+class RequestIdMiddleware:
+    """Take the client's X-Request-ID (or make one), expose it to routes, echo it back."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = None
+        for name, value in scope["headers"]:
+            if name == REQUEST_ID_HEADER.lower().encode():
+                given = value.decode("latin-1")
+        request_id = request_id_from(given)
+        scope.setdefault("state", {})["request_id"] = request_id
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                headers.append((REQUEST_ID_HEADER.encode(), request_id.encode()))
+                message["headers"] = headers
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
+
+
+def create_app(settings: Settings | None = None, *, runtime: Runtime | None = None) -> FastAPI:
+    """The API for ``settings`` (default: the environment's), on ``runtime`` if given."""
+    settings = settings or get_settings()
+    runtime = runtime or build_runtime(settings)
+    keys = api_keys(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if not keys:
+            log.warning(
+                "no API keys configured (EARSHOT_API_KEYS): the API is open to anyone who can "
+                "reach it; keep it bound to 127.0.0.1"
+            )
+        yield
+        runtime.close()
+
+    app = FastAPI(
+        title="earshot",
+        version="1",
+        summary="Open audio-analysis backend",
+        description=DESCRIPTION,
+        openapi_tags=TAGS,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.runtime = runtime
+    app.state.api_keys = keys
+    problems.install(app)
+    app.include_router(analyses.router)
+    app.include_router(health.router)
+    app.add_middleware(RequestIdMiddleware)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            from fastapi.openapi.utils import get_openapi
+
+            schema = get_openapi(
+                title=app.title,
+                version=app.version,
+                summary=app.summary,
+                description=app.description,
+                routes=app.routes,
+                tags=app.openapi_tags,
+            )
+            app.openapi_schema = problems.add_schema(schema)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app

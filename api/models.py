@@ -1,0 +1,173 @@
+"""Response models of the HTTP API: what clients see, with examples for the OpenAPI docs."""
+
+from __future__ import annotations
+
+import unicodedata
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from tasks.jobs import Job
+from tasks.names import JobStatus, Priority
+
+API_PREFIX = "/v1/analyses"
+MAX_FILENAME_CHARS = 255
+
+_EXAMPLE_ID = "5d0c5f3b9a7e4b0f8a5c2e1d3b4a6f70"
+
+
+def display_filename(name: str | None) -> str:
+    """A client's file name made safe to show: last path segment, no control chars, ≤255 chars.
+
+    The name is display only: it never reaches a blob key or a path on disk.
+    """
+    name = (name or "").replace("\\", "/").rsplit("/", 1)[-1]
+    # Category C* covers NUL, other control characters, format characters such as bidi
+    # overrides (which can make "evil.exe\u202ewav" look like "evilvaw.exe"), and unassigned.
+    cleaned = "".join(ch for ch in name if not unicodedata.category(ch).startswith("C")).strip()
+    return cleaned[:MAX_FILENAME_CHARS] or "upload"
+
+
+class Progress(BaseModel):
+    stage: str | None = Field(
+        description="Current step of the analysis (`starting`, `decode`, … `done`); null while "
+        "queued."
+    )
+    percent: float = Field(ge=0, le=100, description="Completion, 0 to 100.")
+
+
+class ErrorInfo(BaseModel):
+    code: str = Field(
+        description="Stable error code: `invalid_audio` style codes from the analyzer, "
+        "`broker_unavailable`, `worker_lost`, …"
+    )
+    message: str = Field(description="What went wrong, for people.")
+
+
+class Links(BaseModel):
+    self: str = Field(description="This job resource.")
+    result: str | None = Field(description="The result document (JSON); null until succeeded.")
+    csv: str | None = Field(description="Per-frame features as CSV; null until succeeded.")
+    npz: str | None = Field(description="Per-frame features as NumPy .npz; null until succeeded.")
+
+
+class Analysis(BaseModel):
+    """One analysis job: where it is, what it was given, and where its result lives."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": _EXAMPLE_ID,
+                    "status": "succeeded",
+                    "progress": {"stage": "done", "percent": 100.0},
+                    "filename": "take 3.flac",
+                    "size_bytes": 1843200,
+                    "sha256": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+                    "profile": "standard",
+                    "priority": "interactive",
+                    "cached": False,
+                    "attempts": 1,
+                    "created_at": "2026-11-24T11:20:00Z",
+                    "started_at": "2026-11-24T11:20:01Z",
+                    "finished_at": "2026-11-24T11:20:04Z",
+                    "error": None,
+                    "callback_url": None,
+                    "links": {
+                        "self": f"{API_PREFIX}/{_EXAMPLE_ID}",
+                        "result": f"{API_PREFIX}/{_EXAMPLE_ID}/result",
+                        "csv": f"{API_PREFIX}/{_EXAMPLE_ID}/result?format=csv",
+                        "npz": f"{API_PREFIX}/{_EXAMPLE_ID}/result?format=npz",
+                    },
+                }
+            ]
+        }
+    )
+
+    id: str = Field(description="Job id (32 hex characters).")
+    status: JobStatus = Field(description="`queued`, `running`, `succeeded`, `failed`, `canceled`.")
+    progress: Progress
+    filename: str = Field(
+        description="The uploaded file's name, for display only (path and control characters "
+        "removed, at most 255 characters)."
+    )
+    size_bytes: int = Field(description="Size of the uploaded file in bytes.")
+    sha256: str = Field(description="SHA-256 of the uploaded bytes, hex.")
+    profile: str = Field(description="Analysis profile.")
+    priority: Priority = Field(description="Queue the job runs on: `interactive` or `batch`.")
+    cached: bool = Field(
+        description="True when the result was reused from an earlier job with the same bytes, "
+        "profile and analyzer version (the job never queued)."
+    )
+    attempts: int = Field(description="Deliveries to a worker so far.")
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    error: ErrorInfo | None = Field(description="Why the job failed; null unless `failed`.")
+    callback_url: str | None = Field(description="URL given at submission for notifications.")
+    links: Links
+
+    @classmethod
+    def from_job(cls, job: Job) -> Analysis:
+        own = f"{API_PREFIX}/{job.id}"
+        done = job.status is JobStatus.SUCCEEDED
+        return cls(
+            id=job.id,
+            status=job.status,
+            progress=Progress(stage=job.stage, percent=job.percent),
+            filename=job.filename,
+            size_bytes=job.size_bytes,
+            sha256=job.sha256,
+            profile=job.profile,
+            priority=Priority(job.priority),
+            cached=job.cached,
+            attempts=job.attempts,
+            created_at=job.created_at,
+            started_at=job.started_at,
+            finished_at=job.finished_at,
+            error=(
+                ErrorInfo(code=job.error_code, message=job.error_message or "")
+                if job.status is JobStatus.FAILED and job.error_code
+                else None
+            ),
+            callback_url=job.callback_url,
+            links=Links(
+                self=own,
+                result=f"{own}/result" if done else None,
+                csv=f"{own}/result?format=csv" if done else None,
+                npz=f"{own}/result?format=npz" if done else None,
+            ),
+        )
+
+
+class AnalysisPage(BaseModel):
+    """A page of jobs, newest first."""
+
+    items: list[Analysis]
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` to get the next page; null on the last page."
+    )
+
+
+class Health(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"status": "ok"}]})
+
+    status: str = Field(description="Always `ok` when the process answers.")
+
+
+class Readiness(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "status": "ready",
+                    "checks": {"broker": True, "database": True, "blobs": True},
+                    "analyzer_version": "1.0.0",
+                }
+            ]
+        }
+    )
+
+    status: str = Field(description="`ready` when every dependency answers.")
+    checks: dict[str, bool] = Field(description="Each dependency and whether it answered.")
+    analyzer_version: str = Field(description="Version of the analysis code results come from.")
