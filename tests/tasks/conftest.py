@@ -28,7 +28,7 @@ def click_track_wav(path: Path, *, bpm: float = 120.0, seconds: float = 6.0) -> 
     sr = 22050
     t = np.arange(int(seconds * sr)) / sr
     y = 0.1 * np.sin(2 * np.pi * 440.0 * t)
-    step = int(round(sr * 60.0 / bpm))
+    step = round(sr * 60.0 / bpm)
     for start in range(0, y.size, step):
         y[start : start + 200] += 0.8 * np.hanning(200)[: y[start : start + 200].size]
     sf.write(path, np.clip(y, -1, 1).astype(np.float32), sr, subtype="PCM_16")
