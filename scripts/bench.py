@@ -309,7 +309,10 @@ def git_revision() -> str:
             ["git", *args], cwd=ROOT, capture_output=True, text=True, check=False
         ).stdout.strip()
 
-    return git("rev-parse", "--short", "HEAD") or "unknown"
+    revision = f"`{git('rev-parse', '--short', 'HEAD') or 'unknown'}`"
+    if git("status", "--porcelain", "--", "analysis"):
+        revision += " with uncommitted changes in analysis/"
+    return revision
 
 
 def command_line(argv: list[str]) -> str:
@@ -357,7 +360,7 @@ def render(
         "|---|---|",
         f"| Machine | {m['nproc']} CPUs (`nproc`), {m['cpu']}, {m['ram']} RAM |",
         f"| Libraries | {versions()} |",
-        f"| Code | earshot at `{git_revision()}` |",
+        f"| Code | earshot at {git_revision()} |",
         f"| Command | `{command_line(argv)}` |",
         f"| Single core | pinned to CPU {cpu}; {', '.join(THREAD_VARS)} = 1 |",
         f"| Files | {source}: {len(tracks)} files, {minutes:.1f} min of audio |",

@@ -46,6 +46,8 @@ def tutorial_pipeline() -> Pipeline:
     blog posts they spawned; where librosa's own docs reuse a result (tempo from the onset
     envelope), so do we, to keep the comparison fair. The summary step (means, key by
     Krumhansl-Schmuckler correlation of the mean chroma) is what such a worker returns as JSON.
+    Integrated loudness (LUFS) is left out: librosa has none, and a tutorial would add
+    pyloudnorm and re-read the file, so leaving it out only flatters the tutorial pipeline.
     """
     import librosa
     import numpy as np
@@ -77,6 +79,7 @@ def tutorial_pipeline() -> Pipeline:
         rms = librosa.feature.rms(y=y)
         onset_env = librosa.onset.onset_strength(y=y, sr=sr)
         global_tempo = librosa.feature.tempo(onset_envelope=onset_env, sr=sr)
+        onsets = librosa.onset.onset_detect(y=y, sr=sr, units="time")
         return {
             "duration_s": float(len(y) / sr),
             "bpm": float(np.atleast_1d(global_tempo)[0]),
@@ -92,6 +95,8 @@ def tutorial_pipeline() -> Pipeline:
             "zcr": float(zcr.mean()),
             "rms": float(rms.mean()),
             "onset_strength": float(onset_env.mean()),
+            "onset_rate_per_s": float(len(onsets) / (len(y) / sr)),
+            "peak": float(np.abs(y).max()),
         }
 
     return run
