@@ -6,8 +6,9 @@ notebook.
 
 from __future__ import annotations
 
-from analysis.analyze import ANALYZER_VERSION, PROFILES, Analysis, analyze_file
+from analysis.analyze import PROFILES, Analysis, analyze_file
 from analysis.limits import Limits
+from analysis.version import ANALYZER_VERSION
 from analysis.warmup import warmup
 
 __all__ = ["ANALYZER_VERSION", "PROFILES", "Analysis", "Limits", "analyze_file", "warmup"]

@@ -19,9 +19,7 @@ from analysis.limits import Limits
 from analysis.loudness import DB_FLOOR, Loudness, LoudnessMeter
 from analysis.rhythm import Rhythm, rhythm
 from analysis.tonal import PITCH_CLASSES, estimate_key
-
-# Bump whenever a number in the result document can change for the same input.
-ANALYZER_VERSION = "1.0.0"
+from analysis.version import ANALYZER_VERSION
 
 Progress = Callable[[str, float], None]
 

@@ -28,6 +28,10 @@ SERIES = (
 )
 # A frame whose RMS is below this (dB re full scale) is silent.
 SILENCE_THRESHOLD_DB = -60.0
+# Log-mel values are floored this far below the log-mel peak of a full-scale sine (librosa's
+# top_db, but absolute, so that chunks agree): without it the dB of near-empty bands is
+# rounding noise, and the onset envelope of a steady tone would be too.
+MEL_RANGE_DB = 80.0
 # Spectral frames with less energy than this are silent: their centroid etc. are set to 0
 # instead of the 0/0 that librosa's ratios would give.
 _MIN_POWER = 1e-10
@@ -130,6 +134,7 @@ def spectral_features(
     freqs = librosa.fft_frequencies(sr=sr, n_fft=n_fft)
     mel_basis = librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels)
     chroma_basis: np.ndarray | None = None
+    mel_floor_db = _full_scale_mel_db(mel_basis, sr, n_fft) - MEL_RANGE_DB
     tuning = 0.0
     prev_mel_db: np.ndarray | None = None
 
@@ -166,7 +171,7 @@ def spectral_features(
             librosa.feature.spectral_contrast(S=S, sr=sr, freq=freqs, n_fft=n_fft)[:, voiced]
         )
 
-        mel_db = librosa.power_to_db(mel_basis @ power, top_db=None)
+        mel_db = np.maximum(librosa.power_to_db(mel_basis @ power, top_db=None), mel_floor_db)
         mfcc.add(scipy.fft.dct(mel_db, axis=0, type=2, norm="ortho")[:n_mfcc])
         # Onset strength as librosa computes it: mean positive change of log-mel per frame,
         # carried across chunk boundaries.
@@ -188,6 +193,14 @@ def spectral_features(
         env[shift:] = env[:-shift].copy()
         env[:shift] = 0.0
     return Features(series=series, mfcc=mfcc, contrast=contrast, chroma=chroma_m, tuning=tuning)
+
+
+def _full_scale_mel_db(mel_basis: np.ndarray, sr: int, n_fft: int) -> float:
+    """Peak log-mel power (dB) of a full-scale 1 kHz sine, the reference for MEL_RANGE_DB."""
+    t = np.arange(n_fft) / sr
+    frame = np.hanning(n_fft + 1)[:-1] * np.sin(2 * np.pi * 1000.0 * t)
+    power = np.abs(np.fft.rfft(frame)) ** 2
+    return float(librosa.power_to_db(np.max(mel_basis @ power), top_db=None))
 
 
 def _estimate_tuning(S: np.ndarray, sr: int, n_fft: int) -> float:

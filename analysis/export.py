@@ -1,0 +1,42 @@
+"""Frame-level series as downloadable files: CSV for spreadsheets, NPZ for numpy."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+
+from analysis.analyze import Analysis
+
+
+def frame_times(analysis: Analysis) -> np.ndarray:
+    """Centre time in seconds of every frame.
+
+    Returns
+    -------
+    np.ndarray [shape=(n_frames,)], float64
+    """
+    n = len(next(iter(analysis.frames.values()))) if analysis.frames else 0
+    return np.arange(n) * analysis.hop_s
+
+
+def frames_to_csv(analysis: Analysis) -> bytes:
+    """UTF-8 CSV: a ``time_s`` column then one column per series, one row per frame."""
+    names = list(analysis.frames)
+    columns = [frame_times(analysis)] + [analysis.frames[n].astype(np.float64) for n in names]
+    out = io.StringIO()
+    out.write(",".join(["time_s", *names]) + "\n")
+    if columns[0].size:
+        # %.7g keeps float32 precision without printing float64 noise.
+        np.savetxt(out, np.column_stack(columns), delimiter=",", fmt="%.7g")
+    return out.getvalue().encode("utf-8")
+
+
+def frames_to_npz(analysis: Analysis) -> bytes:
+    """Compressed NPZ: one float32 array per series, plus ``time_s`` and scalar ``hop_s``."""
+    out = io.BytesIO()
+    arrays = {name: np.asarray(v, dtype=np.float32) for name, v in analysis.frames.items()}
+    np.savez_compressed(
+        out, time_s=frame_times(analysis), hop_s=np.float64(analysis.hop_s), **arrays
+    )
+    return out.getvalue()

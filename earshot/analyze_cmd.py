@@ -1,0 +1,73 @@
+"""``earshot analyze FILE...``: analyse audio files locally, without the queue or the API.
+
+Prints one result document per file: JSON Lines with ``--json``, a short table otherwise.
+A file that fails is reported on stderr with its reason and the others still run; the exit
+code is 1 if any file failed (argparse exits 2 on a usage error).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+# Mirrors analysis.PROFILES; kept literal so that `earshot --help` does not import librosa.
+# tests/analysis/test_analyze_cmd.py checks that the two agree.
+PROFILE_CHOICES = ("standard", "fast")
+
+
+def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("files", nargs="+", metavar="FILE", help="audio files to analyse")
+    parser.add_argument(
+        "--profile", default="standard", choices=PROFILE_CHOICES, help="analysis profile"
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="print one JSON document per line (JSON Lines)"
+    )
+
+
+def run(name: str, args: argparse.Namespace) -> int:
+    from analysis import analyze_file
+    from analysis.errors import InvalidAudio
+
+    failed = 0
+    for path in args.files:
+        try:
+            analysis = analyze_file(path, profile=args.profile)
+        except InvalidAudio as exc:
+            failed += 1
+            print(f"earshot analyze: {path}: {exc.code}: {exc}", file=sys.stderr)
+            continue
+        if args.json:
+            document = {"file": path, **analysis.document}
+            print(json.dumps(document, ensure_ascii=False, allow_nan=False), flush=True)
+        else:
+            print(_table(path, analysis.document), flush=True)
+    return 1 if failed else 0
+
+
+def _table(path: str, document: dict[str, Any]) -> str:
+    audio, summary = document["audio"], document["summary"]
+    tempo, key, loud = summary["tempo"], summary["key"], summary["loudness"]
+    rows = [
+        ("file", path),
+        (
+            "audio",
+            f"{audio['duration_s']:.2f} s, {audio['sample_rate']} Hz, {audio['channels']} ch, "
+            f"{audio['format']}/{audio['codec']}",
+        ),
+        ("tempo", f"{tempo['bpm']:.1f} BPM (confidence {tempo['confidence']:.2f})"),
+        ("beats", f"{len(summary['beats_s'])}"),
+        ("key", f"{key['tonic']} {key['mode']} (confidence {key['confidence']:.2f})"),
+        (
+            "loudness",
+            f"{loud['integrated_lufs']:.1f} LUFS, range {loud['loudness_range_lu']:.1f} LU, "
+            f"peak {loud['peak_dbfs']:.1f} dBFS, clipping {100 * loud['clipping_ratio']:.3f}%",
+        ),
+        ("centroid", f"{summary['spectral_centroid_hz']['mean']:.0f} Hz"),
+        ("onsets", f"{summary['onset_rate_per_s']:.2f} per s"),
+        ("silence", f"{100 * summary['silence_ratio']:.1f}%"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows) + "\n"
