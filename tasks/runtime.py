@@ -130,11 +130,13 @@ def build_runtime(settings: Settings) -> Runtime:
     """The runtime of ``settings``; in embedded mode, also the data folders and the schema."""
     if settings.embedded or settings.database_url is None or settings.blob_url is None:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-    jobs = JobStore(settings.effective_database_url)
     if settings.database_url is None:
-        # The embedded SQLite file is ours to create; a configured database is migrated by
-        # `earshot migrate` (the operator decides when a schema changes).
-        jobs.create_schema()
+        # The embedded SQLite file is ours to keep at the newest schema; a configured database
+        # is migrated by `earshot migrate` (the operator decides when a schema changes).
+        from tasks.migrate import upgrade
+
+        upgrade(settings.effective_database_url)
+    jobs = JobStore(settings.effective_database_url)
     blobs = open_blob_store(
         settings.effective_blob_url,
         endpoint_url=settings.s3_endpoint_url,
