@@ -183,6 +183,7 @@ def discover(
         if root.is_file():
             add(root, root.name)
         elif root.is_dir():
+            matched: list[tuple[str, Path]] = []
             for dirpath, dirnames, filenames in os.walk(root):
                 here = Path(dirpath)
                 dirnames[:] = sorted(
@@ -196,9 +197,11 @@ def discover(
                     path = here / name
                     rel = path.relative_to(root).as_posix()
                     if _matches(rel, patterns):
-                        add(path, rel)
+                        matched.append((rel, path))
                     else:
                         found.skipped.append(path)
+            for rel, path in sorted(matched):
+                add(path, rel)
         else:
             raise UsageError(f"no such file or folder: {raw}")
     return found

@@ -1,0 +1,225 @@
+"""The batch client's own logic: discovery, manifest, summary rows, idempotency keys, backoff.
+
+Everything that talks HTTP is tested against the real service in tests/integration/test_submit.py.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+from pathlib import Path
+
+import pytest
+
+from earshot.submit import (
+    Manifest,
+    UsageError,
+    backoff_delay,
+    discover,
+    flatten,
+    idempotency_key,
+    parse_formats,
+    parse_retry_after,
+    summary_row,
+    write_summary,
+)
+
+
+def touch(path: Path, data: bytes = b"x") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+def test_discovery_walks_folders_names_outputs_relative_to_root_and_skips_non_audio(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "music"
+    touch(root / "a.mp3")
+    touch(root / "a.wav")
+    touch(root / "sub" / "deeper" / "track.OGG")
+    touch(root / "notes.txt")
+    touch(root / ".hidden.wav")
+    touch(root / ".cache" / "b.wav")
+    found = discover([root])
+    assert [i.rel for i in found.inputs] == ["a.mp3", "a.wav", "sub/deeper/track.OGG"]
+    assert found.skipped == [root / "notes.txt"]
+
+
+def test_discovery_keeps_a_named_file_whatever_its_extension(tmp_path: Path) -> None:
+    odd = touch(tmp_path / "recording.bin")
+    found = discover([odd])
+    assert [(i.path, i.rel) for i in found.inputs] == [(odd, "recording.bin")]
+
+
+def test_discovery_patterns_replace_the_defaults_and_may_match_subpaths(tmp_path: Path) -> None:
+    touch(tmp_path / "keep" / "x.wav")
+    touch(tmp_path / "drop" / "y.wav")
+    touch(tmp_path / "z.flac")
+    found = discover([tmp_path], patterns=["keep/*.wav", "*.FLAC"])
+    assert [i.rel for i in found.inputs] == ["keep/x.wav", "z.flac"]
+
+
+def test_discovery_never_walks_the_output_folder(tmp_path: Path) -> None:
+    touch(tmp_path / "in.wav")
+    out = tmp_path / "results"
+    touch(out / "in.wav.json")
+    touch(out / "copy.wav")
+    assert [i.rel for i in discover([tmp_path], exclude=out).inputs] == ["in.wav"]
+
+
+def test_discovery_rejects_missing_paths_and_colliding_outputs(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="no such file"):
+        discover([tmp_path / "missing"])
+    a = touch(tmp_path / "one" / "a.wav", b"1")
+    b = touch(tmp_path / "two" / "a.wav", b"2")
+    with pytest.raises(UsageError, match=r"'a\.wav'"):
+        discover([a, b])
+    # The same file named twice (directly and through its folder) is one input.
+    assert len(discover([a, tmp_path / "one"]).inputs) == 1
+
+
+def test_idempotency_key_depends_on_content_profile_and_retry_only() -> None:
+    sha = "ab" * 32
+    key = idempotency_key(sha, profile="standard")
+    assert key == idempotency_key(sha, profile="standard", attempt=0)
+    assert len(key) == 64
+    assert key != idempotency_key("cd" * 32, profile="standard")
+    assert key != idempotency_key(sha, profile="fast")
+    assert key != idempotency_key(sha, profile="standard", attempt=1)
+    assert idempotency_key(sha, profile="standard", attempt=1) != idempotency_key(
+        sha, profile="standard", attempt=2
+    )
+
+
+def test_manifest_latest_record_wins_and_a_torn_last_line_is_dropped(tmp_path: Path) -> None:
+    path = tmp_path / "manifest.jsonl"
+    manifest = Manifest(path)
+    manifest.open()
+    manifest.append({"path": "a.wav", "status": "queued", "job_id": "j1"})
+    manifest.append({"path": "b.wav", "status": "failed", "job_id": "j2"})
+    manifest.append({"path": "a.wav", "status": "succeeded", "job_id": "j1"})
+    manifest.close()
+    assert len(path.read_text().splitlines()) == 3
+    # An interruption in the middle of an append leaves half a line behind.
+    with path.open("a") as fh:
+        fh.write('{"path": "c.wav", "stat')
+
+    again = Manifest(path)
+    assert {k: v["status"] for k, v in again.records.items()} == {
+        "a.wav": "succeeded",
+        "b.wav": "failed",
+    }
+    again.open()  # compacts: one line per path, the torn line gone
+    again.append({"path": "c.wav", "status": "queued", "job_id": "j3"})
+    again.close()
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [(r["path"], r["status"]) for r in lines] == [
+        ("a.wav", "succeeded"),
+        ("b.wav", "failed"),
+        ("c.wav", "queued"),
+    ]
+
+
+def test_manifest_compaction_leaves_no_temporary_files(tmp_path: Path) -> None:
+    manifest = Manifest(tmp_path / "manifest.jsonl")
+    manifest.open()
+    manifest.append({"path": "a.wav", "status": "queued"})
+    manifest.compact()
+    manifest.append({"path": "a.wav", "status": "succeeded"})
+    manifest.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["manifest.jsonl"]
+    assert Manifest.load(tmp_path / "manifest.jsonl")["a.wav"]["status"] == "succeeded"
+
+
+def test_backoff_grows_exponentially_to_a_cap_with_bounded_jitter() -> None:
+    low = [backoff_delay(n, rand=lambda: 0.0) for n in range(10)]
+    high = [backoff_delay(n, rand=lambda: 1.0) for n in range(10)]
+    assert low[:4] == [0.25, 0.5, 1.0, 2.0]
+    assert high[:4] == [0.5, 1.0, 2.0, 4.0]
+    assert low[-1] == 15.0 and high[-1] == 30.0
+    assert all(lo <= hi for lo, hi in zip(low, high, strict=True))
+
+
+def test_backoff_never_comes_back_before_retry_after() -> None:
+    assert backoff_delay(0, retry_after=5.0, rand=lambda: 0.0) == 5.0
+    assert 5.0 <= backoff_delay(0, retry_after=5.0, rand=lambda: 0.99) < 6.0
+    # A longer exponential delay is not shortened by a short Retry-After.
+    assert backoff_delay(6, retry_after=1.0, rand=lambda: 0.0) == 15.0
+
+
+def test_retry_after_accepts_seconds_and_http_dates() -> None:
+    now = datetime(2025, 1, 1, 12, 0, 0, tzinfo=UTC)
+    assert parse_retry_after("7") == 7.0
+    assert parse_retry_after(
+        format_datetime(now + timedelta(seconds=30), usegmt=True), now=now
+    ) == (30.0)
+    assert parse_retry_after(
+        format_datetime(now - timedelta(seconds=30), usegmt=True), now=now
+    ) == (0.0)
+    assert parse_retry_after(None) is None
+    assert parse_retry_after("soon") is None
+
+
+def test_formats_always_include_the_result_document() -> None:
+    assert parse_formats("csv") == ("json", "csv")
+    assert parse_formats("npz, json,csv") == ("json", "csv", "npz")
+    with pytest.raises(UsageError, match="xml"):
+        parse_formats("json,xml")
+
+
+RESULT = {
+    "audio": {"duration_s": 8.0, "sample_rate": 44100, "channels": 2, "format": "wav"},
+    "summary": {
+        "tempo": {"bpm": 120.2, "confidence": 0.9},
+        "key": {"tonic": "C", "mode": "major", "confidence": 0.8},
+        "loudness": {"integrated_lufs": -14.5, "true_peak_dbtp": -1.0},
+        "beats_s": [0.5, 1.0, 1.5],
+        "mfcc_mean": [float(i) for i in range(13)],
+        "long": list(range(100)),
+    },
+    "frames": {"names": ["rms"]},
+}
+
+
+def test_flatten_keeps_scalars_numbers_short_lists_and_drops_event_times() -> None:
+    flat = flatten(RESULT["summary"])
+    assert flat["tempo.bpm"] == 120.2
+    assert flat["mfcc_mean.12"] == 12.0
+    assert not any(k.startswith(("beats_s", "long")) for k in flat)
+
+
+def test_summary_row_leads_with_the_main_columns_then_every_other_scalar() -> None:
+    row = summary_row("sub/a.wav", RESULT)
+    assert list(row)[:6] == ["path", "duration_s", "tempo_bpm", "key", "mode", "loudness_lufs"]
+    assert row["tempo_bpm"] == 120.2 and row["key"] == "C" and row["mode"] == "major"
+    assert row["summary.loudness.true_peak_dbtp"] == -1.0
+    assert "summary.tempo.bpm" not in row
+    assert not any(k.startswith("frames") for k in row)
+
+
+def test_summary_csv_has_one_row_per_file_and_the_union_of_columns(tmp_path: Path) -> None:
+    partial = {"audio": {"duration_s": 1.0}, "summary": {"key": {"tonic": "A", "mode": "minor"}}}
+    write_summary(
+        tmp_path / "summary.csv", [summary_row("b.wav", RESULT), summary_row("a.wav", partial)]
+    )
+    with (tmp_path / "summary.csv").open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["path"] for r in rows] == ["a.wav", "b.wav"]
+    assert rows[0]["key"] == "A" and rows[0]["tempo_bpm"] == ""
+    assert float(rows[1]["tempo_bpm"]) == 120.2
+
+
+def test_the_client_starts_without_importing_the_analysis_stack() -> None:
+    # A fresh interpreter: this test process may have imported numpy for other tests.
+    code = (
+        "import sys, earshot.cli, earshot.submit; "
+        "heavy = {'numpy', 'librosa', 'scipy', 'celery', 'sqlalchemy'} & set(sys.modules); "
+        "print(sorted(heavy))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
