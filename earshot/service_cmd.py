@@ -1,0 +1,237 @@
+"""``earshot dev | serve | worker | migrate``: run the service, or one part of it.
+
+Settings come from ``EARSHOT_*`` variables (see README "Settings"); the flags cover only what
+differs between processes of one deployment. Heavy imports stay inside ``run``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from tasks.names import Queue
+
+log = logging.getLogger("earshot")
+
+# How often `earshot dev` and `earshot worker --reconcile` look for lost jobs.
+RECONCILE_INTERVAL_S = 60.0
+
+# Seconds `earshot dev` gives its children to stop after Ctrl-C before killing them. A running
+# analysis is not waited for: its job is re-queued by the reconciler at the next start.
+STOP_TIMEOUT_S = 10.0
+
+
+def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
+    if name in ("dev", "serve"):
+        parser.add_argument("--host", default="127.0.0.1", help="interface to listen on")
+        parser.add_argument("--port", type=int, default=8000, help="TCP port to listen on")
+    if name == "worker":
+        parser.add_argument(
+            "--queues",
+            default=",".join(q.value for q in Queue),
+            help="comma-separated queues to consume (default: all)",
+        )
+        parser.add_argument(
+            "--concurrency",
+            type=int,
+            default=None,
+            help="worker processes (default: EARSHOT_WORKER_CONCURRENCY)",
+        )
+        parser.add_argument(
+            "--reconcile",
+            action="store_true",
+            help=f"re-queue lost jobs every {RECONCILE_INTERVAL_S:.0f} s (filesystem:// broker)",
+        )
+
+
+def run(name: str, args: argparse.Namespace) -> int:
+    from tasks.settings import get_settings
+
+    settings = get_settings()
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    if name == "migrate":
+        return migrate()
+    if name == "serve":
+        return serve(args.host, args.port)
+    if name == "worker":
+        queues = [q.strip() for q in args.queues.split(",") if q.strip()]
+        return worker(queues, concurrency=args.concurrency, reconcile=args.reconcile)
+    if name == "dev":
+        return dev(args.host, args.port)
+    raise ValueError(f"unknown service command {name!r}")
+
+
+def migrate() -> int:
+    from tasks.migrate import upgrade
+    from tasks.settings import get_settings
+
+    settings = get_settings()
+    revision = upgrade(settings.effective_database_url)
+    print(f"job store at revision {revision}")
+    return 0
+
+
+def serve(host: str, port: int) -> int:
+    import uvicorn
+
+    uvicorn.run("api.app:create_app", factory=True, host=host, port=port, log_level="info")
+    return 0
+
+
+def worker(queues: list[str], *, concurrency: int | None, reconcile: bool) -> int:
+    from tasks.settings import get_settings
+
+    settings = get_settings()
+    known = {q.value for q in Queue}
+    unknown = [q for q in queues if q not in known]
+    if unknown or not queues:
+        print(f"error: unknown queue(s) {unknown}; choose from {sorted(known)}", file=sys.stderr)
+        return 2
+    # numba caches its JIT output next to the source by default, which is read-only in an
+    # installed package; without a writable cache every worker recompiles at every start.
+    if "NUMBA_CACHE_DIR" not in os.environ:
+        cache = (settings.data_dir / "numba-cache").resolve()
+        cache.mkdir(parents=True, exist_ok=True)
+        os.environ["NUMBA_CACHE_DIR"] = str(cache)
+
+    from celery.signals import worker_process_init
+
+    import tasks.analyze  # noqa: F401 - registers the task on the app
+    from tasks.runtime import build_runtime
+
+    runtime = build_runtime(settings)
+
+    @worker_process_init.connect(weak=False)
+    def _after_fork(**_: Any) -> None:
+        # A forked pool process must not share the parent's database connections.
+        runtime.jobs.engine.dispose(close=False)
+
+    warm_up()
+    if reconcile:
+        from tasks.reconcile import reconcile_forever
+
+        stop = threading.Event()
+        threading.Thread(
+            target=reconcile_forever,
+            kwargs={"runtime": runtime, "interval_s": RECONCILE_INTERVAL_S, "stop": stop},
+            name="reconcile",
+            daemon=True,
+        ).start()
+    pool_name = "+".join(q.removeprefix("earshot.") for q in queues)
+    runtime.celery.worker_main(
+        [
+            "worker",
+            f"--queues={','.join(queues)}",
+            f"--concurrency={concurrency or settings.worker_concurrency}",
+            f"--loglevel={settings.log_level.upper()}",
+            f"--hostname={pool_name}.{os.getpid()}@%h",
+            # Mingle and gossip talk between workers over broadcast; nothing here uses them
+            # and on filesystem:// they only slow the start.
+            "--without-mingle",
+            "--without-gossip",
+        ]
+    )
+    return 0
+
+
+def warm_up() -> None:
+    """Pay librosa's imports and numba's JIT once in the parent, before the pool forks."""
+    import analysis
+
+    warmup = getattr(analysis, "warmup", None)
+    if warmup is None:
+        return
+    started = time.monotonic()
+    warmup()
+    log.info("analysis warmed up in %.1f s", time.monotonic() - started)
+
+
+def dev(host: str, port: int) -> int:
+    """The API and one worker pool per queue, embedded defaults, until Ctrl-C or SIGTERM."""
+    from tasks.reconcile import reconcile, reconcile_forever
+    from tasks.runtime import build_runtime
+    from tasks.settings import get_settings
+
+    settings = get_settings()
+    runtime = build_runtime(settings)
+    # No worker is alive yet: every active job whose message is not in the folder was lost
+    # by the last run.
+    requeued = reconcile(runtime, workers_alive=False)
+    if requeued:
+        print(f"re-queued {len(requeued)} job(s) left over by the last run")
+
+    command = [sys.executable, "-m", "earshot"]
+    env = {**os.environ, "EARSHOT_DATA_DIR": str(Path(settings.data_dir).resolve())}
+    # Each child leads its own process group: Ctrl-C reaches only this process, which then
+    # stops every child together with its pool processes (see stop_children).
+    children = [
+        subprocess.Popen(
+            [*command, "serve", "--host", host, "--port", str(port)],
+            env=env,
+            start_new_session=True,
+        ),
+        *(
+            subprocess.Popen(
+                [*command, "worker", f"--queues={q.value}"], env=env, start_new_session=True
+            )
+            for q in Queue
+        ),
+    ]
+    stop = threading.Event()
+
+    def _stop(signum: int, _frame: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    threading.Thread(
+        target=reconcile_forever,
+        kwargs={"runtime": runtime, "interval_s": RECONCILE_INTERVAL_S, "stop": stop},
+        name="reconcile",
+        daemon=True,
+    ).start()
+    print(f"earshot is running at http://{host}:{port}  (API docs: /docs; Ctrl-C stops)")
+    print(f"data under {Path(settings.data_dir).resolve()}", flush=True)
+    exit_code = 0
+    while not stop.wait(0.5):
+        dead = [c for c in children if c.poll() is not None]
+        if dead:
+            what = " ".join(str(a) for a in dead[0].args[3:])  # type: ignore[index]
+            print(f"error: `earshot {what}` exited with {dead[0].returncode}", file=sys.stderr)
+            exit_code = 1
+            break
+    stop_children(children)
+    runtime.close()
+    return exit_code
+
+
+def stop_children(children: list[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM every child (a warm shutdown), then SIGKILL whatever is still up.
+
+    Signals go to each child's process group, so a Celery worker's pool processes stop with it
+    instead of finishing their analysis as orphans.
+    """
+    for child in children:
+        if child.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(child.pid, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_TIMEOUT_S
+    for child in children:
+        try:
+            child.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(child.pid, signal.SIGKILL)
