@@ -100,7 +100,7 @@ class _MultipartReader:
         self.upload = Upload()
         self.pending: list[bytes] = []
         self.seen_file = False
-        self._headers: dict[str, str] = {}
+        self._headers: dict[str, bytes] = {}
         self._header_name = b""
         self._header_value = b""
         self._part: str | None = None  # "file", "field", or None (ignored part)
@@ -130,7 +130,9 @@ class _MultipartReader:
 
     def on_header_end(self) -> None:
         name = self._header_name.decode("latin-1").lower()
-        self._headers[name] = self._header_value.decode("utf-8", "replace")
+        # Raw bytes: browsers send UTF-8 file names, which parse_options_header round-trips
+        # through latin-1 unchanged when given bytes (a str would fail to encode).
+        self._headers[name] = self._header_value
         self._header_name = self._header_value = b""
 
     def on_headers_finished(self) -> None:
