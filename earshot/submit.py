@@ -367,13 +367,18 @@ def summary_row(rel: str, doc: Mapping[str, Any]) -> dict[str, Any]:
 
 def write_summary(path: Path, rows: list[dict[str, Any]]) -> None:
     columns: list[str] = ["path", *SUMMARY_COLUMNS]
-    extra = sorted({c for row in rows for c in row} - set(columns))
+    extra = sorted({c for row in rows for c in row} - set(columns), key=_natural)
     columns.extend(extra)
     with atomic_writer(path) as fh:
         writer = csv.DictWriter(fh, fieldnames=columns, restval="", lineterminator="\n")
         writer.writeheader()
         for row in sorted(rows, key=lambda r: r["path"]):
             writer.writerow({k: _csv_value(v) for k, v in row.items()})
+
+
+def _natural(name: str) -> tuple[tuple[int, int | str], ...]:
+    # chroma.mean.2 before chroma.mean.10
+    return tuple((0, int(part)) if part.isdigit() else (1, part) for part in name.split("."))
 
 
 def _csv_value(value: Any) -> Any:
@@ -607,7 +612,7 @@ class Reporter:
             if text is not None:
                 if self.bar and self.human is self.err:
                     self._clear_bar()
-                if not self.bar or kind in ("failed", "note", "done", "retry"):
+                if not self.bar or kind in ("failed", "ignored", "note", "done", "retry"):
                     self.human.write(text + "\n")
                     self.human.flush()
             if self.bar:
@@ -879,8 +884,12 @@ def build_summary(out: Path, manifest: Manifest) -> int:
 
 
 @contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM ends a run like Ctrl-C does: workers stop, the manifest is saved, exit 130."""
+def _interruptible() -> Iterator[None]:
+    """Ctrl-C and SIGTERM end a run the same way: workers stop, the manifest is saved, exit 130.
+
+    SIGINT gets Python's handler back explicitly: a shell starts background jobs with SIGINT
+    ignored, and a batch run in the background must still stop cleanly when told to.
+    """
 
     def handler(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
@@ -888,11 +897,15 @@ def _sigterm_as_interrupt() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGTERM, handler)
+    previous = {
+        signal.SIGINT: signal.signal(signal.SIGINT, signal.default_int_handler),
+        signal.SIGTERM: signal.signal(signal.SIGTERM, handler),
+    }
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, old in previous.items():
+            signal.signal(signum, old)
 
 
 def run_submit(args: argparse.Namespace) -> int:
@@ -910,7 +923,12 @@ def run_submit(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     reporter = Reporter(total=len(found.inputs), json_lines=args.json)
     for path in found.skipped:
-        reporter.event("note", f"skipped, not audio by extension: {path}", path=str(path))
+        reporter.event(
+            "ignored",
+            f"ignored, not audio by extension: {path}",
+            path=str(path),
+            reason="extension",
+        )
     manifest = Manifest(out / MANIFEST_NAME)
     manifest.open()
     stop = threading.Event()
@@ -928,7 +946,7 @@ def run_submit(args: argparse.Namespace) -> int:
 
     interrupted = False
     aborted: str | None = None
-    with _sigterm_as_interrupt():
+    with _interruptible():
         api = Api(
             args.api_url,
             api_key=args.api_key,
