@@ -131,9 +131,21 @@ def responses(*error_types: type[errors.ApiError]) -> dict[int | str, dict[str, 
 
 
 def add_schema(openapi: dict[str, Any]) -> dict[str, Any]:
-    """Put the Problem schema in an OpenAPI document's components (the responses refer to it)."""
+    """Make an OpenAPI document tell the truth about errors: every one is a Problem.
+
+    Adds the Problem schema, and replaces the 422 FastAPI documents by default (its own
+    HTTPValidationError shape, which this API never sends) with the problem document.
+    """
     schemas = openapi.setdefault("components", {}).setdefault("schemas", {})
     schemas["Problem"] = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
+    invalid = responses(errors.InvalidRequest)[422]
+    for item in openapi.get("paths", {}).values():
+        for operation in item.values():
+            documented = operation.get("responses", {})
+            if "422" in documented and "application/json" in documented["422"].get("content", {}):
+                documented["422"] = invalid
+    for name in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(name, None)
     return openapi
 
 

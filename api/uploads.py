@@ -144,7 +144,9 @@ class _MultipartReader:
             self.seen_file = True
             self._part = "file"
             filename = options.get(b"filename")
-            self.upload.filename = filename.decode("utf-8", "replace") if filename else None
+            self.upload.filename = (
+                _unescape(filename.decode("utf-8", "replace")) if filename else None
+            )
         elif b"filename" in options:
             self._part = None  # another file part: not ours, its bytes are skipped
         else:
@@ -172,6 +174,11 @@ class _MultipartReader:
         if self._part == "field":
             self.upload.fields[self._field_name] = self._field_value.decode("utf-8", "replace")
         self._part = None
+
+
+def _unescape(filename: str) -> str:
+    """Undo the escapes browsers apply to multipart file names (WHATWG HTML, form submission)."""
+    return filename.replace("%22", '"').replace("%0D", "\r").replace("%0A", "\n")
 
 
 def _boundary(request: Request) -> bytes:

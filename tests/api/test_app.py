@@ -1,0 +1,116 @@
+"""The app as a whole: problem documents everywhere, probes, OpenAPI, and no librosa."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from fastapi.testclient import TestClient
+
+from tasks.names import PROFILES
+from tests.api.test_analyses import assert_problem
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_unknown_route_and_wrong_method_are_problems(client: TestClient) -> None:
+    assert_problem(client.get("/nowhere"), 404, "not_found")
+    r = client.put("/v1/analyses")
+    assert_problem(r, 405, "method_not_allowed")
+    assert "POST" in r.headers["allow"]
+
+
+def test_every_error_echoes_the_request_id(client: TestClient) -> None:
+    r = client.get("/nowhere", headers={"X-Request-ID": "trace-1"})
+    assert r.headers["x-request-id"] == "trace-1"
+    assert r.json()["request_id"] == "trace-1"
+
+
+def test_healthz(client: TestClient) -> None:
+    r = client.get("/healthz")
+    assert r.status_code == 200 and r.json() == {"status": "ok"}
+
+
+def test_readyz_when_everything_answers(client: TestClient) -> None:
+    r = client.get("/readyz")
+    assert r.status_code == 200
+    body = r.json()
+    assert body["checks"] == {"broker": True, "database": True, "blobs": True}
+    assert body["analyzer_version"]
+
+
+def test_readyz_is_503_when_the_database_is_unreachable(
+    make_client: Callable[..., TestClient],
+) -> None:
+    # Nothing listens on port 1: a real, refused connection.
+    client = make_client(database_url="postgresql+psycopg://earshot@127.0.0.1:1/earshot")
+    r = client.get("/readyz")
+    body = assert_problem(r, 503, "not_ready")
+    assert body["checks"]["database"] is False
+    assert body["checks"]["blobs"] is True
+    assert "database" in body["detail"]
+    assert r.headers["retry-after"]
+
+
+def test_app_never_imports_librosa_or_numpy(tmp_path: Path) -> None:
+    code = (
+        "import sys\n"
+        "from api.app import create_app\n"
+        "from tasks.settings import Settings\n"
+        f"create_app(Settings(data_dir={str(tmp_path)!r}))\n"
+        "print(sorted(m for m in ('librosa', 'numpy', 'numba', 'scipy', 'analysis')"
+        " if m in sys.modules))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
+    )
+    assert json.loads(out.stdout.strip().replace("'", '"')) == []
+
+
+def test_profiles_are_the_analysis_packages_profiles() -> None:
+    from analysis import PROFILES as ANALYSIS_PROFILES
+
+    assert tuple(ANALYSIS_PROFILES) == PROFILES
+
+
+def test_openapi_documents_every_route_and_error(client: TestClient) -> None:
+    from openapi_spec_validator import validate
+
+    doc = client.get("/openapi.json").json()
+    validate(doc)
+    assert client.get("/docs").status_code == 200
+    operations = [
+        (path, method, op)
+        for path, item in doc["paths"].items()
+        for method, op in item.items()
+        if method in ("get", "post", "delete")
+    ]
+    assert {(p, m) for p, m, _ in operations} >= {
+        ("/v1/analyses", "post"),
+        ("/v1/analyses", "get"),
+        ("/v1/analyses/{job_id}", "get"),
+        ("/v1/analyses/{job_id}", "delete"),
+        ("/v1/analyses/{job_id}/result", "get"),
+        ("/healthz", "get"),
+        ("/readyz", "get"),
+    }
+    for path, method, op in operations:
+        assert op.get("description") and op.get("summary"), (path, method)
+        assert op.get("tags"), (path, method)
+        errors = {s: r for s, r in op["responses"].items() if s.startswith(("4", "5"))}
+        if path != "/healthz":
+            assert errors, (path, method)
+        for status, response in errors.items():
+            content = response["content"]["application/problem+json"]
+            assert content["schema"] == {"$ref": "#/components/schemas/Problem"}
+            for example in content["examples"].values():
+                assert example["value"]["status"] == int(status)
+    post = doc["paths"]["/v1/analyses"]["post"]
+    form = post["requestBody"]["content"]["multipart/form-data"]["schema"]
+    assert form["required"] == ["file"]
+    assert form["properties"]["profile"]["enum"] == list(PROFILES)
+    assert {"413", "415", "422", "503"} <= set(post["responses"])
+    assert "Problem" in doc["components"]["schemas"]
