@@ -112,7 +112,7 @@ class AudioSource:
         try:
             container = av.open(str(self.path), mode="r")
         except (av.FFmpegError, UnicodeDecodeError, ValueError, OSError) as exc:
-            raise UnreadableAudio(f"not a decodable audio file: {exc}") from exc
+            raise UnreadableAudio(f"not a decodable audio file: {_reason(exc)}") from exc
         self._av = container
         if not container.streams.audio:
             raise UnreadableAudio("no audio stream in the file")
@@ -188,7 +188,12 @@ class AudioSource:
             for out in resampler.resample(None):
                 yield _planar(out, self.info.channels)
         except av.FFmpegError as exc:
-            raise UnreadableAudio(f"decoding failed: {exc}") from exc
+            raise UnreadableAudio(f"decoding failed: {_reason(exc)}") from exc
+
+
+def _reason(exc: Exception) -> str:
+    # FFmpeg's str() ends with the file name: a server path that must not reach a client.
+    return str(getattr(exc, "strerror", None) or type(exc).__name__)
 
 
 def _planar(frame: Any, channels: int) -> np.ndarray:

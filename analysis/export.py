@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from typing import Any
 
 import numpy as np
 
@@ -35,8 +36,7 @@ def frames_to_csv(analysis: Analysis) -> bytes:
 def frames_to_npz(analysis: Analysis) -> bytes:
     """Compressed NPZ: one float32 array per series, plus ``time_s`` and scalar ``hop_s``."""
     out = io.BytesIO()
-    arrays = {name: np.asarray(v, dtype=np.float32) for name, v in analysis.frames.items()}
-    np.savez_compressed(
-        out, time_s=frame_times(analysis), hop_s=np.float64(analysis.hop_s), **arrays
-    )
+    arrays: dict[str, Any] = {"time_s": frame_times(analysis), "hop_s": np.float64(analysis.hop_s)}
+    arrays.update({name: np.asarray(v, np.float32) for name, v in analysis.frames.items()})
+    np.savez_compressed(out, **arrays)
     return out.getvalue()

@@ -105,6 +105,7 @@ def spectral_features(
     hop_length: int = 512,
     n_mels: int = 128,
     n_mfcc: int = 20,
+    chunk_frames: int = CHUNK_FRAMES,
     progress: Callable[[float], None] | None = None,
 ) -> Features:
     """Compute every frame-level feature from one chunked STFT of ``y``.
@@ -119,6 +120,8 @@ def spectral_features(
         STFT frame and hop in samples.
     n_mels, n_mfcc : int
         Mel bands (for MFCC and the onset envelope) and MFCC coefficients.
+    chunk_frames : int
+        STFT frames computed at a time; bounds memory, does not change the results.
     progress : callable(fraction) or None
         Called after each chunk with the fraction of frames done.
 
@@ -138,8 +141,8 @@ def spectral_features(
     tuning = 0.0
     prev_mel_db: np.ndarray | None = None
 
-    for f0 in range(0, total, CHUNK_FRAMES):
-        f1 = min(f0 + CHUNK_FRAMES, total)
+    for f0 in range(0, total, chunk_frames):
+        f1 = min(f0 + chunk_frames, total)
         seg = _chunk_signal(y, f0, f1, n_fft, hop_length)
         D = librosa.stft(seg, n_fft=n_fft, hop_length=hop_length, center=False)
         S = np.abs(D)

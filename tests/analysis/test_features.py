@@ -1,0 +1,42 @@
+"""The chunked STFT pass gives librosa's numbers, whatever the chunk size."""
+
+from __future__ import annotations
+
+import librosa
+import numpy as np
+import pytest
+
+from analysis.features import spectral_features
+
+
+@pytest.fixture
+def noisy_chord(rng: np.random.Generator) -> np.ndarray:
+    sr = 22050
+    t = np.arange(4 * sr) / sr
+    y = sum(np.sin(2 * np.pi * f * t) for f in (261.63, 329.63, 392.0)) / 4
+    y = y + 0.05 * rng.standard_normal(t.size)
+    y[sr : sr + 200] += 0.9  # an onset
+    return y.astype(np.float32)
+
+
+def test_chunking_does_not_change_any_series(noisy_chord: np.ndarray):
+    whole = spectral_features(noisy_chord, 22050, chunk_frames=100_000)
+    chunked = spectral_features(noisy_chord, 22050, chunk_frames=7)
+    for name, series in whole.series.items():
+        np.testing.assert_allclose(chunked.series[name], series, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(chunked.mfcc.mean(), whole.mfcc.mean(), rtol=1e-5)
+    np.testing.assert_allclose(chunked.chroma.mean(), whole.chroma.mean(), rtol=1e-5)
+
+
+def test_series_match_librosa_on_the_whole_signal(noisy_chord: np.ndarray):
+    sr = 22050
+    features = spectral_features(noisy_chord, sr, chunk_frames=50)
+    centroid = librosa.feature.spectral_centroid(y=noisy_chord, sr=sr)[0]
+    rolloff = librosa.feature.spectral_rolloff(y=noisy_chord, sr=sr)[0]
+    rms = librosa.feature.rms(y=noisy_chord)[0]
+    np.testing.assert_allclose(features.series["spectral_centroid_hz"], centroid, rtol=1e-3)
+    np.testing.assert_allclose(features.series["spectral_rolloff_hz"], rolloff, rtol=1e-3)
+    np.testing.assert_allclose(features.series["rms"], rms, rtol=1e-3, atol=1e-6)
+    onset = librosa.onset.onset_strength(y=noisy_chord, sr=sr)
+    # Same peak frame as librosa's envelope (ours floors log-mel absolutely, not per file).
+    assert np.argmax(features.series["onset_strength"]) == np.argmax(onset)

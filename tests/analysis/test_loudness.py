@@ -1,0 +1,60 @@
+"""BS.1770 loudness against the standard's own reference figures."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from analysis.loudness import LoudnessMeter, k_weighting_sos
+from tests.analysis.signals import sine
+
+
+def _measure(y: np.ndarray, sr: int, block: int = 4096):
+    meter = LoudnessMeter(sr, y.shape[1])
+    for i in range(0, y.shape[0], block):
+        meter.add(y[i : i + block])
+    return meter.result()
+
+
+def test_k_weighting_matches_the_published_48k_coefficients():
+    sos = k_weighting_sos(48000)
+    np.testing.assert_allclose(
+        sos[0], [1.53512485958697, -2.69169618940638, 1.19839281085285, 1.0,
+                 -1.69065929318241, 0.73248077421585], atol=1e-9)  # fmt: skip
+    np.testing.assert_allclose(
+        sos[1], [1.0, -2.0, 1.0, 1.0, -1.99004745483398, 0.99007225036621], atol=1e-9
+    )
+
+
+@pytest.mark.parametrize("sr", [44100, 48000])
+def test_full_scale_997_hz_sine_in_one_channel_reads_minus_3_01_lufs(sr: int):
+    # BS.1770-4, 2.1: a 0 dBFS 997 Hz sine in one channel measures -3.01 LKFS.
+    left = sine(997.0, 5.0, sr, amplitude=1.0)
+    y = np.stack([left, np.zeros_like(left)], axis=1)
+    assert _measure(y, sr).integrated_lufs == pytest.approx(-3.01, abs=0.02)
+
+
+def test_block_size_does_not_change_the_result(rng: np.random.Generator):
+    y = (0.1 * rng.standard_normal((3 * 44100, 2))).astype(np.float32)
+    a, b = _measure(y, 44100, block=1000), _measure(y, 44100, block=65536)
+    assert a == b or a.integrated_lufs == pytest.approx(b.integrated_lufs, abs=1e-9)
+
+
+def test_relative_gate_ignores_quiet_passages():
+    sr = 48000
+    loud = sine(997.0, 4.0, sr, amplitude=0.5)
+    quiet = sine(997.0, 4.0, sr, amplitude=0.5 * 10 ** (-30 / 20))
+    y = np.concatenate([loud, quiet])[:, np.newaxis]
+    # The -30 dB half is below the -10 LU relative gate. What passes: 37 all-loud 400 ms
+    # blocks and the 3 blocks straddling the step, 3/4, 2/4 and 1/4 loud (their power ~3/4,
+    # 2/4, 1/4): a mean power of 38.5/40 of the loud half's.
+    expected = -3.01 - 6.02 + 10 * np.log10(38.5 / 40)
+    assert _measure(y, sr).integrated_lufs == pytest.approx(expected, abs=0.01)
+
+
+def test_loudness_range_of_a_20_lu_step():
+    sr = 48000
+    loud = sine(997.0, 10.0, sr, amplitude=0.5)
+    softer = sine(997.0, 10.0, sr, amplitude=0.5 * 10 ** (-10 / 20))
+    y = np.concatenate([loud, softer])[:, np.newaxis]
+    assert _measure(y, sr).loudness_range_lu == pytest.approx(10.0, abs=0.5)
