@@ -15,6 +15,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api import errors
@@ -209,4 +210,6 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(JobNotFound, on_job_not_found)
     app.add_exception_handler(TransientStoreError, on_transient)
+    # The database refusing connections (restart, failover) is an outage, not a bug.
+    app.add_exception_handler(OperationalError, on_transient)
     app.add_exception_handler(Exception, on_unexpected)

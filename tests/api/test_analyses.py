@@ -104,6 +104,24 @@ def test_oversized_upload_is_413_and_leaves_nothing(
     assert queued_messages(client) == []
 
 
+def test_declared_oversized_upload_is_refused_before_reading(
+    make_client: Callable[..., TestClient],
+) -> None:
+    client = make_client(max_upload_bytes=1000)
+    r = upload(client, wav_bytes(seconds=10.0))  # 160 kB, more than the limit plus envelope
+    body = assert_problem(r, 413, "upload_too_large")
+    assert "Content-Length" in body["detail"]
+    assert stored_uploads(client) == []
+
+
+def test_database_outage_is_503(make_client: Callable[..., TestClient]) -> None:
+    # Nothing listens on port 1: a real, refused connection.
+    client = make_client(database_url="postgresql+psycopg://earshot@127.0.0.1:1/earshot")
+    r = client.get("/v1/analyses")
+    assert_problem(r, 503, "store_unavailable")
+    assert r.headers["retry-after"]
+
+
 def test_chunked_upload_without_content_length_is_limited_while_streaming(
     make_client: Callable[..., TestClient],
 ) -> None:
