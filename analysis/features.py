@@ -28,6 +28,8 @@ SERIES = (
 )
 # A frame whose RMS is below this (dB re full scale) is silent.
 SILENCE_THRESHOLD_DB = -60.0
+# Frames (from the first chunk's non-silent ones) the tuning estimate looks at: ~12 s.
+TUNING_FRAMES = 512
 # Log-mel values are floored this far below the log-mel peak of a full-scale sine (librosa's
 # top_db, but absolute, so that chunks agree): without it the dB of near-empty bands is
 # rounding noise, and the onset envelope of a steady tone would be too.
@@ -154,27 +156,23 @@ def spectral_features(
         if chroma_basis is None:
             # Tuning is estimated once, from the first chunk: chroma_stft's per-call
             # estimate is its slow path, and tuning does not drift within a recording.
-            tuning = _estimate_tuning(S[:, voiced], sr, n_fft)
-            chroma_basis = librosa.filters.chroma(sr=sr, n_fft=n_fft, tuning=tuning)
+            tuning = _estimate_tuning(S[:, voiced][:, :TUNING_FRAMES], sr, n_fft)
+            # float32 like the spectrum: a float64 basis would upcast every chunk.
+            chroma_basis = librosa.filters.chroma(sr=sr, n_fft=n_fft, tuning=tuning).astype(
+                np.float32
+            )
 
-        frames = librosa.util.frame(seg, frame_length=n_fft, hop_length=hop_length)
-        series["rms"][f0:f1] = np.sqrt(np.mean(frames.astype(np.float64) ** 2, axis=0))
-        series["zero_crossing_rate"][f0:f1] = librosa.feature.zero_crossing_rate(
-            seg, frame_length=n_fft, hop_length=hop_length, center=False
-        )[0]
-
-        for name, values in (
-            ("spectral_centroid_hz", librosa.feature.spectral_centroid(S=S, freq=freqs)),
-            ("spectral_bandwidth_hz", librosa.feature.spectral_bandwidth(S=S, freq=freqs)),
-            ("spectral_rolloff_hz", librosa.feature.spectral_rolloff(S=S, sr=sr, freq=freqs)),
-            ("spectral_flatness", librosa.feature.spectral_flatness(S=S)),
-        ):
-            series[name][f0:f1] = np.where(voiced, values[0], 0.0)
+        rms, zcr = _time_domain(seg, n_fft, hop_length)
+        series["rms"][f0:f1] = rms
+        series["zero_crossing_rate"][f0:f1] = zcr
+        for name, values in _spectral_shape(S, power, freqs).items():
+            series[name][f0:f1] = np.where(voiced, values, 0.0)
         contrast.add(
             librosa.feature.spectral_contrast(S=S, sr=sr, freq=freqs, n_fft=n_fft)[:, voiced]
         )
 
-        mel_db = np.maximum(librosa.power_to_db(mel_basis @ power, top_db=None), mel_floor_db)
+        # power_to_db(ref=1, amin=1e-10, top_db=None), written out to skip its input checks.
+        mel_db = np.maximum(10.0 * np.log10(np.maximum(mel_basis @ power, 1e-10)), mel_floor_db)
         mfcc.add(scipy.fft.dct(mel_db, axis=0, type=2, norm="ortho")[:n_mfcc])
         # Onset strength as librosa computes it: mean positive change of log-mel per frame,
         # carried across chunk boundaries.
@@ -183,7 +181,10 @@ def spectral_features(
         series["onset_strength"][f0:f1] = np.maximum(diff, 0.0).mean(axis=0)
         prev_mel_db = mel_db[:, -1:]
 
-        chroma = librosa.util.normalize(chroma_basis @ power, norm=np.inf, axis=0)
+        chroma = chroma_basis @ power
+        # chroma_stft's max-normalisation per frame; silent frames stay (near) zero.
+        peak = chroma.max(axis=0)
+        chroma /= np.where(peak > _MIN_POWER, peak, 1.0)
         chroma_m.add(chroma[:, voiced])
         if progress is not None:
             progress(f1 / total)
@@ -196,6 +197,49 @@ def spectral_features(
         env[shift:] = env[:-shift].copy()
         env[:shift] = 0.0
     return Features(series=series, mfcc=mfcc, contrast=contrast, chroma=chroma_m, tuning=tuning)
+
+
+def _time_domain(seg: np.ndarray, n_fft: int, hop_length: int) -> tuple[np.ndarray, np.ndarray]:
+    """RMS and zero-crossing rate of every frame of ``seg`` (uncentred), from running sums.
+
+    Equal to ``librosa.feature.rms`` / ``zero_crossing_rate`` over the same frames, in O(n)
+    instead of materialising an (n_fft, n_frames) array per feature.
+    """
+    x = seg.astype(np.float64)
+    starts = np.arange(0, seg.shape[0] - n_fft + 1, hop_length)
+    energy = np.concatenate([[0.0], np.cumsum(x * x)])
+    rms = np.sqrt(np.maximum(energy[starts + n_fft] - energy[starts], 0.0) / n_fft)
+    # librosa counts a crossing at i when sign(x[i]) != sign(x[i-1]) inside the frame,
+    # treating |x| <= 1e-10 as zero and zero as positive.
+    negative = (x < 0) & (np.abs(x) > 1e-10)
+    crossings = np.concatenate([[0], np.cumsum(negative[1:] != negative[:-1])])
+    zcr = (crossings[starts + n_fft - 1] - crossings[starts]) / n_fft
+    return rms, zcr
+
+
+def _spectral_shape(S: np.ndarray, power: np.ndarray, freqs: np.ndarray) -> dict[str, np.ndarray]:
+    """Centroid, bandwidth, 85% roll-off (Hz) and flatness of each frame of ``S``.
+
+    librosa's definitions (``spectral_centroid``, ``spectral_bandwidth(p=2)``,
+    ``spectral_rolloff(roll_percent=0.85)``, ``spectral_flatness``) with the magnitude
+    normalised once instead of once per feature.
+    """
+    total = S.sum(axis=0)
+    safe = np.where(total > 0, total, 1.0)
+    f = freqs.astype(S.dtype)
+    centroid = (f @ S) / safe
+    # Var = E[f^2] - E[f]^2: two matrix-vector products instead of an (n_bins, n) temporary.
+    spread = ((f * f) @ S) / safe - centroid * centroid
+    cumulative = np.cumsum(S, axis=0)
+    rolloff_bin = np.argmax(cumulative >= 0.85 * cumulative[-1], axis=0)
+    floored = np.maximum(power, 1e-10)
+    flatness = np.exp(np.mean(np.log(floored), axis=0)) / np.mean(floored, axis=0)
+    return {
+        "spectral_centroid_hz": centroid,
+        "spectral_bandwidth_hz": np.sqrt(np.maximum(spread, 0.0)),
+        "spectral_rolloff_hz": freqs[rolloff_bin],
+        "spectral_flatness": flatness,
+    }
 
 
 def _full_scale_mel_db(mel_basis: np.ndarray, sr: int, n_fft: int) -> float:

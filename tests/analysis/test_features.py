@@ -33,10 +33,18 @@ def test_series_match_librosa_on_the_whole_signal(noisy_chord: np.ndarray):
     features = spectral_features(noisy_chord, sr, chunk_frames=50)
     centroid = librosa.feature.spectral_centroid(y=noisy_chord, sr=sr)[0]
     rolloff = librosa.feature.spectral_rolloff(y=noisy_chord, sr=sr)[0]
+    bandwidth = librosa.feature.spectral_bandwidth(y=noisy_chord, sr=sr)[0]
+    flatness = librosa.feature.spectral_flatness(y=noisy_chord)[0]
     rms = librosa.feature.rms(y=noisy_chord)[0]
+    zcr = librosa.feature.zero_crossing_rate(noisy_chord)[0]
     np.testing.assert_allclose(features.series["spectral_centroid_hz"], centroid, rtol=1e-3)
     np.testing.assert_allclose(features.series["spectral_rolloff_hz"], rolloff, rtol=1e-3)
+    np.testing.assert_allclose(features.series["spectral_bandwidth_hz"], bandwidth, rtol=1e-3)
+    np.testing.assert_allclose(features.series["spectral_flatness"], flatness, rtol=1e-3)
     np.testing.assert_allclose(features.series["rms"], rms, rtol=1e-3, atol=1e-6)
+    # librosa pads the ends by repeating the edge sample for ZCR only (zeros elsewhere), so
+    # the two frames at each end differ by design.
+    np.testing.assert_allclose(features.series["zero_crossing_rate"][2:-2], zcr[2:-2], atol=1e-6)
     onset = librosa.onset.onset_strength(y=noisy_chord, sr=sr)
     # Same peak frame as librosa's envelope (ours floors log-mel absolutely, not per file).
     assert np.argmax(features.series["onset_strength"]) == np.argmax(onset)
