@@ -17,6 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from api import problems
 from api.deps import REQUEST_ID_HEADER, api_keys, request_id_from
 from api.routes import analyses, health
+from tasks.logs import log_context
 from tasks.runtime import Runtime, build_runtime
 from tasks.settings import Settings, get_settings
 
@@ -63,7 +64,10 @@ class RequestIdMiddleware:
                 message["headers"] = headers
             await send(message)
 
-        await self.app(scope, receive, send_with_id)
+        # The log context carries the id into every log line and, via the Celery publish
+        # hook, into the task message headers (tasks.logs).
+        with log_context(request=request_id):
+            await self.app(scope, receive, send_with_id)
 
 
 def create_app(settings: Settings | None = None, *, runtime: Runtime | None = None) -> FastAPI:

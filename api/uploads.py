@@ -100,6 +100,7 @@ class _MultipartReader:
         self.upload = Upload()
         self.pending: list[bytes] = []
         self.seen_file = False
+        self.ended = False
         self._headers: dict[str, bytes] = {}
         self._header_name = b""
         self._header_value = b""
@@ -116,6 +117,7 @@ class _MultipartReader:
             "on_headers_finished": self.on_headers_finished,
             "on_part_data": self.on_part_data,
             "on_part_end": self.on_part_end,
+            "on_end": self.on_end,
         }
 
     def on_part_begin(self) -> None:
@@ -169,6 +171,9 @@ class _MultipartReader:
                 raise InvalidRequest(
                     f"form field {self._field_name!r} exceeds {MAX_FIELD_BYTES} bytes"
                 )
+
+    def on_end(self) -> None:
+        self.ended = True
 
     def on_part_end(self) -> None:
         if self._part == "field":
@@ -256,6 +261,9 @@ async def receive(request: Request, *, blobs: BlobStore, key: str, max_bytes: in
                     yield data
                 if not chunk:
                     break
+            if not reader.ended:
+                # The parser accepts a body cut short; a truncated file must not be analysed.
+                raise InvalidRequest("the multipart body ended before its closing boundary")
             if not reader.seen_file:
                 raise InvalidRequest(f"the multipart body has no `{FILE_FIELD}` part")
             if reader.upload.size_bytes == 0:

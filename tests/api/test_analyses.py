@@ -172,6 +172,20 @@ def test_missing_file_part_is_422(client: TestClient) -> None:
     assert stored_uploads(client) == []
 
 
+def test_truncated_body_is_422_and_leaves_nothing(client: TestClient) -> None:
+    boundary = "cut"
+    body = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n\r\n'
+    ).encode() + wav_bytes()  # no closing boundary: the connection dropped mid-file
+    r = client.post(
+        "/v1/analyses",
+        content=body,
+        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+    )
+    assert "closing boundary" in assert_problem(r, 422, "invalid_request")["detail"]
+    assert stored_uploads(client) == []
+
+
 def test_empty_file_is_422(client: TestClient) -> None:
     assert_problem(upload(client, b""), 422, "invalid_request")
     assert stored_uploads(client) == []
