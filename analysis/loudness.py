@@ -90,7 +90,7 @@ class LoudnessMeter:
         """Feed one block of PCM, shape (n, channels), float in [-1, 1]."""
         if block.size == 0:
             return
-        absmax = float(np.max(np.abs(block)))
+        absmax = max(float(block.max()), -float(block.min()))
         self._peak = max(self._peak, absmax)
         if absmax >= CLIP_THRESHOLD:
             self._clipped += int(np.count_nonzero(np.abs(block) >= CLIP_THRESHOLD))
