@@ -200,4 +200,11 @@ def analyze(self: Task, job_id: str) -> str:
         log.warning("job %s: transient error, retry in %d s: %s", job_id, countdown, exc)
         raise self.retry(exc=exc, countdown=countdown, max_retries=None)
 
-    return run_analysis(runtime, job_id, retry=retry)
+    try:
+        return run_analysis(runtime, job_id, retry=retry)
+    except TRANSIENT_ERRORS as exc:
+        # A database blip on a write run_analysis does not guard itself (marking the job
+        # succeeded or failed): without this the message is acked and the job stays "running".
+        # Every step is safe to repeat, so deliver again.
+        retry(exc)
+        raise
