@@ -8,6 +8,8 @@ from enum import StrEnum
 class Queue(StrEnum):
     INTERACTIVE = "earshot.interactive"
     BATCH = "earshot.batch"
+    # Work that follows an analysis (plots, webhooks): its own pool, so it never delays one.
+    RENDER = "earshot.render"
 
 
 class Priority(StrEnum):
@@ -21,6 +23,8 @@ QUEUE_FOR_PRIORITY: dict[Priority, Queue] = {
 }
 
 ANALYZE_TASK = "earshot.analyze"
+RENDER_TASK = "earshot.render"
+WEBHOOK_TASK = "earshot.webhook"
 
 
 class JobStatus(StrEnum):
@@ -49,6 +53,11 @@ def result_prefix(job_id: str) -> str:
 RESULT_JSON = "result.json"
 FRAMES_CSV = "frames.csv"
 FRAMES_NPZ = "frames.npz"
+# Plots, written by the render task after the job succeeded; RENDER_ERROR_JSON instead when
+# rendering failed for good (the result itself stays available).
+WAVEFORM_JSON = "waveform.json"
+SPECTROGRAM_PNG = "spectrogram.png"
+RENDER_ERROR_JSON = "render_error.json"
 
 
 # Analysis profiles the service accepts: the names of analysis.PROFILES, repeated here because
