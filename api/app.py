@@ -14,7 +14,7 @@ from typing import Any
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api import problems
+from api import metrics, problems
 from api.deps import REQUEST_ID_HEADER, api_keys, request_id_from
 from api.routes import analyses, health
 from tasks.logs import log_context
@@ -101,6 +101,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app.include_router(analyses.router)
     app.include_router(health.router)
     app.add_middleware(RequestIdMiddleware)
+    metrics.install(app)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

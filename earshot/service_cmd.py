@@ -54,12 +54,17 @@ def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
 
 
 def run(name: str, args: argparse.Namespace) -> int:
+    from tasks.logs import configure_logging
+    from tasks.metrics import enable_multiprocess, prune_dead_processes
     from tasks.settings import get_settings
 
     settings = get_settings()
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(settings)
+    if name != "migrate":
+        # Before any metric exists: every process of this host writes to one folder.
+        metrics_dir = enable_multiprocess(settings)
+        if name == "dev":
+            prune_dead_processes(metrics_dir)  # the last run's totals; dev starts them all
     if name == "migrate":
         return migrate()
     if name == "serve":
@@ -85,7 +90,15 @@ def migrate() -> int:
 def serve(host: str, port: int) -> int:
     import uvicorn
 
-    uvicorn.run("api.app:create_app", factory=True, host=host, port=port, log_level="info")
+    # log_config=None: uvicorn's loggers go through the root handler (tasks.logs format).
+    uvicorn.run(
+        "api.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        log_level="info",
+        log_config=None,
+    )
     return 0
 
 

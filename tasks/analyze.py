@@ -17,6 +17,7 @@ from celery import Task, shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy.exc import OperationalError as DatabaseOperationalError
 
+from tasks import metrics
 from tasks.errors import BlobNotFound, JobCanceled, JobNotFound, TransientStoreError
 from tasks.jobs import Job
 from tasks.names import (
@@ -131,12 +132,17 @@ def run_analysis(runtime: Runtime, job_id: str, *, retry: Callable[[Exception], 
     )
     try:
         with runtime.blobs.local_path(job.upload_key or upload_key(job_id)) as path:
+            started = time.monotonic()
             analysis = analyze_file(
                 path,
                 profile=job.profile,
                 limits=limits,
                 progress=progress_writer(runtime, job_id),
             )
+        metrics.observe_analysis(
+            seconds=time.monotonic() - started,
+            audio_seconds=analysis.document["audio"]["duration_s"],
+        )
         runtime.jobs.update_progress(job_id, stage="storing", percent=99.0)
         prefix = store_result(runtime, job_id, analysis)
     except JobCanceled:

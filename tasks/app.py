@@ -13,6 +13,7 @@ from celery import Celery
 from kombu import Exchange
 from kombu import Queue as KombuQueue
 
+from tasks import metrics
 from tasks.logs import install_celery_hooks
 from tasks.names import ANALYZE_TASK, Queue
 from tasks.settings import Settings
@@ -91,4 +92,5 @@ def make_celery(settings: Settings) -> Celery:
     )
     app.conf.include = ["tasks.analyze"]
     install_celery_hooks()
+    metrics.install_celery_hooks()
     return app
