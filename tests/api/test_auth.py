@@ -1,0 +1,172 @@
+"""API keys on the real app: who may call what, whose jobs they see, and how many they may run."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from api.auth import matches, owner_of
+from tasks.jobs import ANONYMOUS
+from tests.api.conftest import finish, runtime_of, stored_uploads, upload, wav_bytes
+
+PROBLEM = "application/problem+json"
+ALPHA, BETA = "alpha-key-0123456789", "beta-key-9876543210"
+AS_ALPHA = {"Authorization": f"Bearer {ALPHA}"}
+AS_BETA = {"Authorization": f"Bearer {BETA}"}
+OPEN_PATHS = {"/healthz", "/readyz", "/metrics"}
+
+
+def assert_problem(response, status: int, code: str) -> dict:  # type: ignore[no-untyped-def]
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == PROBLEM
+    body = response.json()
+    assert body["code"] == code and body["status"] == status
+    return body
+
+
+@pytest.fixture
+def keyed(make_client: Callable[..., TestClient]) -> TestClient:
+    return make_client(api_keys=f"{ALPHA}, {BETA}")
+
+
+def protected_routes(client: TestClient) -> list[tuple[str, str]]:
+    """Every (method, path) in the OpenAPI document except the health probes, ids filled in."""
+    routes = []
+    for template, operations in client.get("/openapi.json").json()["paths"].items():
+        if template in OPEN_PATHS:
+            continue
+        path = re.sub(r"\{[^}]+\}", "0123456789abcdef0123456789abcdef", template)
+        routes.extend((method.upper(), path) for method in sorted(operations))
+    return routes
+
+
+def test_every_route_but_health_needs_a_key(keyed: TestClient) -> None:
+    routes = protected_routes(keyed)
+    assert ("POST", "/v1/analyses") in routes and ("GET", "/v1/analyses") in routes
+    for method, path in routes:
+        r = keyed.request(method, path)
+        assert_problem(r, 401, "unauthorized")
+        assert r.headers["www-authenticate"] == "Bearer", (method, path)
+    assert keyed.get("/healthz").status_code == 200
+    assert keyed.get("/readyz").status_code == 200
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Authorization": "Bearer not-a-key"},
+        {"Authorization": f"Basic {ALPHA}"},  # a known key under the wrong scheme
+        {"Authorization": f"Bearer {ALPHA}x"},
+        {"Authorization": f"Bearer {ALPHA[:-1]}"},
+        {"Authorization": "Bearer "},
+        {"X-API-Key": "nope"},
+    ],
+)
+def test_wrong_keys_are_401(keyed: TestClient, headers: dict[str, str]) -> None:
+    r = upload(keyed, headers=headers)
+    assert_problem(r, 401, "unauthorized")
+    assert r.headers["www-authenticate"] == "Bearer"
+    assert stored_uploads(keyed) == []
+    assert runtime_of(keyed).jobs.list()[0] == []
+
+
+def test_bearer_and_x_api_key_both_work(keyed: TestClient) -> None:
+    assert upload(keyed, headers=AS_ALPHA).status_code == 202
+    assert upload(keyed, wav_bytes(seed=1), headers={"X-API-Key": BETA}).status_code == 202
+
+
+def test_keys_file_with_comments_and_blank_lines(
+    make_client: Callable[..., TestClient], tmp_path: Path
+) -> None:
+    keys_file = tmp_path / "keys"
+    keys_file.write_text(f"# team audio\n{ALPHA}\n\n  {BETA}  \n")
+    client = make_client(api_keys_file=keys_file)
+    assert upload(client, headers=AS_BETA).status_code == 202
+    assert_problem(
+        upload(client, headers={"Authorization": "Bearer # team audio"}), 401, "unauthorized"
+    )
+
+
+def test_another_keys_job_is_404_exactly_like_a_missing_one(keyed: TestClient) -> None:
+    job = upload(keyed, headers=AS_ALPHA).json()
+    finish(keyed, job["id"], document={"bpm": 120})
+    missing = "f" * 32
+    for suffix, method in (("", "GET"), ("/result", "GET"), ("", "DELETE")):
+        theirs = keyed.request(method, f"/v1/analyses/{job['id']}{suffix}", headers=AS_BETA)
+        nobody = keyed.request(method, f"/v1/analyses/{missing}{suffix}", headers=AS_BETA)
+        a, b = assert_problem(theirs, 404, "not_found"), assert_problem(nobody, 404, "not_found")
+        # Same answer but for the id itself: nothing tells that the job exists.
+        assert a["detail"].replace(job["id"], missing) == b["detail"]
+        assert a["title"] == b["title"] and set(a) == set(b)
+    # Beta's DELETE did not cancel alpha's job, and alpha still sees its result.
+    assert keyed.get(f"/v1/analyses/{job['id']}", headers=AS_ALPHA).json()["status"] == "succeeded"
+    assert keyed.get(f"/v1/analyses/{job['id']}/result", headers=AS_ALPHA).json() == {"bpm": 120}
+
+
+def test_listing_shows_only_your_jobs(keyed: TestClient) -> None:
+    mine = {upload(keyed, wav_bytes(seed=i), headers=AS_ALPHA).json()["id"] for i in range(3)}
+    theirs = upload(keyed, wav_bytes(seed=9), headers=AS_BETA).json()["id"]
+    listed = {j["id"] for j in keyed.get("/v1/analyses", headers=AS_ALPHA).json()["items"]}
+    assert listed == mine
+    listed = [j["id"] for j in keyed.get("/v1/analyses", headers=AS_BETA).json()["items"]]
+    assert listed == [theirs]
+
+
+def test_idempotency_keys_are_per_api_key(keyed: TestClient) -> None:
+    same = {"Idempotency-Key": "upload-1"}
+    a = upload(keyed, headers={**AS_ALPHA, **same})
+    b = upload(keyed, headers={**AS_BETA, **same})
+    assert a.status_code == b.status_code == 202
+    assert a.json()["id"] != b.json()["id"]
+
+
+def test_the_key_itself_is_never_stored(keyed: TestClient) -> None:
+    job_id = upload(keyed, headers=AS_ALPHA).json()["id"]
+    job = runtime_of(keyed).jobs.get(job_id)
+    assert job.owner == owner_of(ALPHA) != owner_of(BETA)
+    assert len(job.owner) == 32 and ALPHA not in job.owner
+    data_dir = runtime_of(keyed).settings.data_dir
+    for path in data_dir.rglob("*"):
+        if path.is_file():
+            assert ALPHA.encode() not in path.read_bytes(), path
+
+
+def test_per_key_limit_is_429_with_retry_after(make_client: Callable[..., TestClient]) -> None:
+    client = make_client(api_keys=f"{ALPHA},{BETA}", max_concurrent_jobs_per_key=2)
+    first = [upload(client, wav_bytes(seed=i), headers=AS_ALPHA).json()["id"] for i in range(2)]
+    r = upload(client, wav_bytes(seed=5), headers=AS_ALPHA)
+    body = assert_problem(r, 429, "too_many_jobs")
+    assert int(r.headers["retry-after"]) > 0
+    assert "EARSHOT_MAX_CONCURRENT_JOBS_PER_KEY" in body["detail"]
+    assert len(stored_uploads(client)) == 2  # the refused upload was never stored
+    # Another key has its own allowance.
+    assert upload(client, wav_bytes(seed=6), headers=AS_BETA).status_code == 202
+    # A finished (here: canceled) job frees its slot.
+    assert client.delete(f"/v1/analyses/{first[0]}", headers=AS_ALPHA).status_code == 200
+    assert upload(client, wav_bytes(seed=7), headers=AS_ALPHA).status_code == 202
+
+
+def test_open_service_needs_no_key_and_says_so(
+    make_client: Callable[..., TestClient], caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="earshot.api"):
+        client = make_client()
+    assert any("127.0.0.1" in r.getMessage() for r in caplog.records)
+    job_id = upload(client).json()["id"]
+    assert runtime_of(client).jobs.get(job_id).owner == ANONYMOUS
+    # A key sent to an open service is ignored, not an error.
+    assert client.get(f"/v1/analyses/{job_id}", headers=AS_ALPHA).status_code == 200
+
+
+def test_matches_compares_whole_keys() -> None:
+    keys = [ALPHA, BETA]
+    assert matches(ALPHA, keys) and matches(BETA, keys)
+    assert not matches(ALPHA[:-1], keys)
+    assert not matches(ALPHA + " ", keys)
+    assert not matches("", keys)
+    assert not matches(ALPHA, [])
