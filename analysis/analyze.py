@@ -12,9 +12,9 @@ from typing import Any
 import numpy as np
 import soxr
 
-from analysis.decode import AudioInfo, open_audio
+from analysis.decode import AudioInfo, AudioSource, open_audio
 from analysis.errors import UnknownProfile
-from analysis.features import SERIES, SILENCE_THRESHOLD_DB, Features, spectral_features
+from analysis.features import SERIES, SILENCE_THRESHOLD_DB, FeatureExtractor, Features
 from analysis.limits import Limits
 from analysis.loudness import DB_FLOOR, Loudness, LoudnessMeter
 from analysis.rhythm import Rhythm, rhythm
@@ -42,8 +42,9 @@ _PROFILES = {
 }
 PROFILES: tuple[str, ...] = tuple(_PROFILES)
 
-# Share of the overall progress each stage ends at.
-_DECODE_END = 0.5
+# Share of the overall progress each stage ends at. Features are computed while decoding, so
+# "decode" covers most of the work; "features" is the last chunk.
+_DECODE_END = 0.85
 _FEATURES_END = 0.9
 
 
@@ -123,18 +124,8 @@ def analyze_file(
     report("decode", 0.0)
     with open_audio(path, limits=limits) as source:
         info = source.info
-        y, loudness = _decode(source, params.sr, report)
+        features, loudness, duration_s = _decode_and_extract(source, params, report)
     sha256 = _sha256(path)
-    features = spectral_features(
-        y,
-        params.sr,
-        n_fft=params.n_fft,
-        hop_length=params.hop_length,
-        n_mels=params.n_mels,
-        progress=lambda f: report("features", _DECODE_END + (_FEATURES_END - _DECODE_END) * f),
-    )
-    duration_s = y.shape[0] / params.sr
-    del y
     rhy = rhythm(features.series["onset_strength"], params.sr, hop_length=params.hop_length)
     report("rhythm", 0.95)
     document = _document(info, sha256, duration_s, profile, params, features, rhy, loudness)
@@ -142,43 +133,36 @@ def analyze_file(
     return Analysis(document=document, frames=features.series, hop_s=params.hop_length / params.sr)
 
 
-def _decode(source: Any, sr: int, report: _Reporter) -> tuple[np.ndarray, Loudness]:
-    """Stream blocks into the loudness meter and a mono, resampled signal."""
-    info: AudioInfo = source.info
+def _decode_and_extract(
+    source: AudioSource, params: Profile, report: _Reporter
+) -> tuple[Features, Loudness, float]:
+    """One pass over the file: native blocks feed the loudness meter, and their mono downmix,
+    resampled, feeds the STFT feature pass. The signal itself is never held whole."""
+    info = source.info
+    sr = params.sr
     meter = LoudnessMeter(info.sample_rate, info.channels)
+    extractor = FeatureExtractor(
+        sr, n_fft=params.n_fft, hop_length=params.hop_length, n_mels=params.n_mels
+    )
     resampler = (
         soxr.ResampleStream(info.sample_rate, sr, 1, dtype="float32", quality="HQ")
         if info.sample_rate != sr
         else None
     )
-    expected = info.frames if info.frames else info.sample_rate * 60
-    # Only the resampled mono signal is kept, preallocated from the header; it grows if the
-    # header understated the length.
-    buffer = np.zeros(math.ceil(expected * sr / info.sample_rate) + 1024, dtype=np.float32)
-    size = 0
     decoded = 0
-
-    def append(chunk: np.ndarray) -> None:
-        nonlocal buffer, size
-        if size + chunk.shape[0] > buffer.shape[0]:
-            grown = np.zeros(max(size + chunk.shape[0], int(buffer.shape[0] * 1.5)), np.float32)
-            grown[:size] = buffer[:size]
-            buffer = grown
-        buffer[size : size + chunk.shape[0]] = chunk
-        size += chunk.shape[0]
-
     for block in source.blocks():
         meter.add(block)
         mono = block[:, 0] if block.shape[1] == 1 else block.mean(axis=1, dtype=np.float32)
-        append(resampler.resample_chunk(mono) if resampler is not None else mono)
+        extractor.push(resampler.resample_chunk(mono) if resampler is not None else mono)
         decoded += block.shape[0]
         if info.frames:
             report("decode", _DECODE_END * min(decoded / info.frames, 1.0))
     if resampler is not None:
-        append(resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True))
-    report("decode", _DECODE_END)
-    y = buffer[:size]
-    return (y.copy() if buffer.shape[0] - size > 1 << 20 else y), meter.result()
+        extractor.push(resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True))
+    report("features", _DECODE_END)
+    features = extractor.finish()
+    report("features", _FEATURES_END)
+    return features, meter.result(), extractor.n_samples / sr
 
 
 def _sha256(path: Path) -> str:

@@ -1,14 +1,14 @@
-"""Frame-level features from one short-time Fourier transform, computed chunk by chunk.
+"""Frame-level features from one short-time Fourier transform, computed as the signal streams.
 
-The STFT of an hour of audio would not fit the worker's memory budget (1025 bins x 155k
-frames of complex64 is 1.3 GB), so it is computed in chunks of frames, each feature taken
-from the chunk's spectrogram and only compact per-frame series and running sums are kept.
-Chunks are cut so that every frame is exactly the frame ``librosa.stft(center=True)`` makes.
+Neither the STFT of an hour of audio (1025 bins x 155k frames of complex64 is 1.3 GB) nor the
+hour's signal itself (320 MB at 22050 Hz) fits the worker's memory budget, so samples are
+pushed in as they are decoded and the STFT is computed in chunks of frames; each feature is
+taken from the chunk's spectrogram and only compact per-frame series and running sums are
+kept. Frames are exactly the frames ``librosa.stft(center=True)`` makes of the whole signal.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import librosa
@@ -87,16 +87,152 @@ def n_frames(n_samples: int, hop_length: int) -> int:
     return 1 + n_samples // hop_length
 
 
-def _chunk_signal(y: np.ndarray, f0: int, f1: int, n_fft: int, hop_length: int) -> np.ndarray:
-    # Frame t of a centred STFT covers y[t*hop - n_fft//2 : t*hop - n_fft//2 + n_fft], zeros
-    # outside y; copying just that span keeps frames identical to the whole-signal STFT.
-    start = f0 * hop_length - n_fft // 2
-    stop = (f1 - 1) * hop_length - n_fft // 2 + n_fft
-    seg = np.zeros(stop - start, dtype=np.float32)
-    a, b = max(start, 0), min(stop, y.shape[0])
-    if b > a:
-        seg[a - start : b - start] = y[a:b]
-    return seg
+class FeatureExtractor:
+    """Streaming feature pass: ``push`` mono samples as they come, then ``finish()``.
+
+    Parameters
+    ----------
+    sr : int
+        Sample rate of the pushed signal in Hz.
+    n_fft, hop_length : int
+        STFT frame and hop in samples.
+    n_mels, n_mfcc : int
+        Mel bands (for MFCC and the onset envelope) and MFCC coefficients.
+    chunk_frames : int
+        STFT frames computed at a time; bounds memory, does not change the results.
+    """
+
+    def __init__(
+        self,
+        sr: int,
+        *,
+        n_fft: int = 2048,
+        hop_length: int = 512,
+        n_mels: int = 128,
+        n_mfcc: int = 20,
+        chunk_frames: int = CHUNK_FRAMES,
+    ) -> None:
+        self.sr, self.n_fft, self.hop_length = sr, n_fft, hop_length
+        self.n_mfcc = n_mfcc
+        self.chunk_frames = chunk_frames
+        self.n_samples = 0
+        self._freqs = librosa.fft_frequencies(sr=sr, n_fft=n_fft)
+        self._mel_basis = librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels)
+        self._mel_floor_db = _full_scale_mel_db(self._mel_basis, sr, n_fft) - MEL_RANGE_DB
+        self._chroma_basis: np.ndarray | None = None
+        self._tuning = 0.0
+        self._prev_mel_db: np.ndarray | None = None
+        self._parts: dict[str, list[np.ndarray]] = {name: [] for name in SERIES}
+        self._mfcc = Moments(n_mfcc)
+        self._contrast = Moments(7)
+        self._chroma = Moments(12)
+        # Pending samples; _buf[0] is sample number _buf_start of the signal. A centred STFT
+        # pads n_fft // 2 zeros in front, hence the negative start.
+        self._buf = np.zeros(n_fft // 2 + (chunk_frames + 1) * hop_length + n_fft, np.float32)
+        self._buf_start = -(n_fft // 2)
+        self._buf_len = n_fft // 2
+        self._next_frame = 0
+
+    def push(self, y: np.ndarray) -> None:
+        """Append mono samples (1-D float32) and process every chunk of frames now complete."""
+        self._append(y)
+        self.n_samples += y.shape[0]
+        while True:
+            # Frames whose last sample has arrived: frame t ends at t*hop - n_fft//2 + n_fft.
+            end = self._buf_start + self._buf_len
+            ready = (end + self.n_fft // 2 - self.n_fft) // self.hop_length + 1
+            if ready - self._next_frame < self.chunk_frames:
+                break
+            self._process(self._next_frame + self.chunk_frames)
+
+    def finish(self) -> Features:
+        """Process the remaining frames (zero-padded like a centred STFT) and return features."""
+        total = n_frames(self.n_samples, self.hop_length)
+        self._append(np.zeros(self.n_fft, np.float32))
+        while self._next_frame < total:
+            self._process(min(self._next_frame + self.chunk_frames, total))
+        series = {name: np.concatenate(parts) for name, parts in self._parts.items()}
+        for name in SERIES:
+            series[name] = series[name][:total].astype(np.float32, copy=False)
+        # librosa.onset.onset_strength(center=True) delays the envelope by n_fft // (2 * hop)
+        # frames so that peaks line up with the centred frames; do the same.
+        shift = self.n_fft // (2 * self.hop_length)
+        if shift:
+            env = series["onset_strength"]
+            env[shift:] = env[:-shift].copy()
+            env[:shift] = 0.0
+        return Features(
+            series=series,
+            mfcc=self._mfcc,
+            contrast=self._contrast,
+            chroma=self._chroma,
+            tuning=self._tuning,
+        )
+
+    def _append(self, y: np.ndarray) -> None:
+        n = y.shape[0]
+        if self._buf_len + n > self._buf.shape[0]:
+            grown = np.zeros(self._buf_len + n + self._buf.shape[0] // 2, np.float32)
+            grown[: self._buf_len] = self._buf[: self._buf_len]
+            self._buf = grown
+        self._buf[self._buf_len : self._buf_len + n] = y
+        self._buf_len += n
+
+    def _process(self, f1: int) -> None:
+        f0, n_fft, hop, sr = self._next_frame, self.n_fft, self.hop_length, self.sr
+        start = f0 * hop - n_fft // 2 - self._buf_start
+        stop = (f1 - 1) * hop - n_fft // 2 + n_fft - self._buf_start
+        seg = self._buf[start:stop]
+        D = librosa.stft(seg, n_fft=n_fft, hop_length=hop, center=False)
+        S = np.abs(D)
+        del D
+        power = S * S
+        voiced = power.sum(axis=0) > _MIN_POWER
+
+        if self._chroma_basis is None and (np.any(voiced) or f1 * hop >= self.n_samples):
+            # Tuning is estimated once, from the first chunk with sound: chroma_stft's per-call
+            # estimate is its slow path, and tuning does not drift within a recording.
+            self._tuning = _estimate_tuning(S[:, voiced][:, :TUNING_FRAMES], sr, n_fft)
+            # float32 like the spectrum: a float64 basis would upcast every chunk.
+            self._chroma_basis = librosa.filters.chroma(
+                sr=sr, n_fft=n_fft, tuning=self._tuning
+            ).astype(np.float32)
+
+        rms, zcr = _time_domain(seg, n_fft, hop)
+        self._parts["rms"].append(rms)
+        self._parts["zero_crossing_rate"].append(zcr)
+        for name, values in _spectral_shape(S, power, self._freqs).items():
+            self._parts[name].append(np.where(voiced, values, 0.0))
+        self._contrast.add(
+            librosa.feature.spectral_contrast(S=S, sr=sr, freq=self._freqs, n_fft=n_fft)[:, voiced]
+        )
+
+        # power_to_db(ref=1, amin=1e-10, top_db=None), written out to skip its input checks.
+        mel_db = np.maximum(
+            10.0 * np.log10(np.maximum(self._mel_basis @ power, 1e-10)), self._mel_floor_db
+        )
+        self._mfcc.add(scipy.fft.dct(mel_db, axis=0, type=2, norm="ortho")[: self.n_mfcc])
+        # Onset strength as librosa computes it: mean positive change of log-mel per frame,
+        # carried across chunk boundaries.
+        previous = mel_db[:, :1] if self._prev_mel_db is None else self._prev_mel_db
+        diff = np.diff(np.concatenate([previous, mel_db], axis=1), axis=1)
+        self._parts["onset_strength"].append(np.maximum(diff, 0.0).mean(axis=0))
+        self._prev_mel_db = mel_db[:, -1:]
+
+        if self._chroma_basis is not None:
+            chroma = self._chroma_basis @ power
+            # chroma_stft's max-normalisation per frame; silent frames stay (near) zero.
+            peak = chroma.max(axis=0)
+            chroma /= np.where(peak > _MIN_POWER, peak, 1.0)
+            self._chroma.add(chroma[:, voiced])
+
+        # Drop the samples no later frame needs.
+        keep_from = f1 * hop - n_fft // 2 - self._buf_start
+        remaining = self._buf_len - keep_from
+        self._buf[:remaining] = self._buf[keep_from : self._buf_len]
+        self._buf_start += keep_from
+        self._buf_len = remaining
+        self._next_frame = f1
 
 
 def spectral_features(
@@ -108,9 +244,8 @@ def spectral_features(
     n_mels: int = 128,
     n_mfcc: int = 20,
     chunk_frames: int = CHUNK_FRAMES,
-    progress: Callable[[float], None] | None = None,
 ) -> Features:
-    """Compute every frame-level feature from one chunked STFT of ``y``.
+    """Compute every frame-level feature of a whole signal ``y`` held in memory.
 
     Parameters
     ----------
@@ -118,85 +253,23 @@ def spectral_features(
         Mono signal.
     sr : int
         Sample rate of ``y`` in Hz.
-    n_fft, hop_length : int
-        STFT frame and hop in samples.
-    n_mels, n_mfcc : int
-        Mel bands (for MFCC and the onset envelope) and MFCC coefficients.
-    chunk_frames : int
-        STFT frames computed at a time; bounds memory, does not change the results.
-    progress : callable(fraction) or None
-        Called after each chunk with the fraction of frames done.
+    n_fft, hop_length, n_mels, n_mfcc, chunk_frames
+        As for ``FeatureExtractor``.
 
     Returns
     -------
     Features
     """
-    total = n_frames(y.shape[0], hop_length)
-    series = {name: np.zeros(total, dtype=np.float32) for name in SERIES}
-    mfcc = Moments(n_mfcc)
-    contrast = Moments(7)
-    chroma_m = Moments(12)
-    freqs = librosa.fft_frequencies(sr=sr, n_fft=n_fft)
-    mel_basis = librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels)
-    chroma_basis: np.ndarray | None = None
-    mel_floor_db = _full_scale_mel_db(mel_basis, sr, n_fft) - MEL_RANGE_DB
-    tuning = 0.0
-    prev_mel_db: np.ndarray | None = None
-
-    for f0 in range(0, total, chunk_frames):
-        f1 = min(f0 + chunk_frames, total)
-        seg = _chunk_signal(y, f0, f1, n_fft, hop_length)
-        D = librosa.stft(seg, n_fft=n_fft, hop_length=hop_length, center=False)
-        S = np.abs(D)
-        del D
-        power = S * S
-        frame_power = power.sum(axis=0)
-        voiced = frame_power > _MIN_POWER
-
-        if chroma_basis is None:
-            # Tuning is estimated once, from the first chunk: chroma_stft's per-call
-            # estimate is its slow path, and tuning does not drift within a recording.
-            tuning = _estimate_tuning(S[:, voiced][:, :TUNING_FRAMES], sr, n_fft)
-            # float32 like the spectrum: a float64 basis would upcast every chunk.
-            chroma_basis = librosa.filters.chroma(sr=sr, n_fft=n_fft, tuning=tuning).astype(
-                np.float32
-            )
-
-        rms, zcr = _time_domain(seg, n_fft, hop_length)
-        series["rms"][f0:f1] = rms
-        series["zero_crossing_rate"][f0:f1] = zcr
-        for name, values in _spectral_shape(S, power, freqs).items():
-            series[name][f0:f1] = np.where(voiced, values, 0.0)
-        contrast.add(
-            librosa.feature.spectral_contrast(S=S, sr=sr, freq=freqs, n_fft=n_fft)[:, voiced]
-        )
-
-        # power_to_db(ref=1, amin=1e-10, top_db=None), written out to skip its input checks.
-        mel_db = np.maximum(10.0 * np.log10(np.maximum(mel_basis @ power, 1e-10)), mel_floor_db)
-        mfcc.add(scipy.fft.dct(mel_db, axis=0, type=2, norm="ortho")[:n_mfcc])
-        # Onset strength as librosa computes it: mean positive change of log-mel per frame,
-        # carried across chunk boundaries.
-        previous = mel_db[:, :1] if prev_mel_db is None else prev_mel_db
-        diff = np.diff(np.concatenate([previous, mel_db], axis=1), axis=1)
-        series["onset_strength"][f0:f1] = np.maximum(diff, 0.0).mean(axis=0)
-        prev_mel_db = mel_db[:, -1:]
-
-        chroma = chroma_basis @ power
-        # chroma_stft's max-normalisation per frame; silent frames stay (near) zero.
-        peak = chroma.max(axis=0)
-        chroma /= np.where(peak > _MIN_POWER, peak, 1.0)
-        chroma_m.add(chroma[:, voiced])
-        if progress is not None:
-            progress(f1 / total)
-
-    # librosa.onset.onset_strength(center=True) delays the envelope by n_fft // (2 * hop)
-    # frames so that peaks line up with the centred frames; do the same.
-    shift = n_fft // (2 * hop_length)
-    if shift:
-        env = series["onset_strength"]
-        env[shift:] = env[:-shift].copy()
-        env[:shift] = 0.0
-    return Features(series=series, mfcc=mfcc, contrast=contrast, chroma=chroma_m, tuning=tuning)
+    extractor = FeatureExtractor(
+        sr,
+        n_fft=n_fft,
+        hop_length=hop_length,
+        n_mels=n_mels,
+        n_mfcc=n_mfcc,
+        chunk_frames=chunk_frames,
+    )
+    extractor.push(np.asarray(y, dtype=np.float32))
+    return extractor.finish()
 
 
 def _time_domain(seg: np.ndarray, n_fft: int, hop_length: int) -> tuple[np.ndarray, np.ndarray]:

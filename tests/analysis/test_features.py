@@ -6,7 +6,7 @@ import librosa
 import numpy as np
 import pytest
 
-from analysis.features import spectral_features
+from analysis.features import FeatureExtractor, spectral_features
 
 
 @pytest.fixture
@@ -48,3 +48,21 @@ def test_series_match_librosa_on_the_whole_signal(noisy_chord: np.ndarray):
     onset = librosa.onset.onset_strength(y=noisy_chord, sr=sr)
     # Same peak frame as librosa's envelope (ours floors log-mel absolutely, not per file).
     assert np.argmax(features.series["onset_strength"]) == np.argmax(onset)
+
+
+def test_pushing_in_uneven_pieces_gives_the_same_features(
+    noisy_chord: np.ndarray, rng: np.random.Generator
+):
+    whole = spectral_features(noisy_chord, 22050, chunk_frames=100_000)
+    extractor = FeatureExtractor(22050, chunk_frames=5)
+    cuts = np.sort(rng.integers(0, noisy_chord.size, 40))
+    for piece in np.split(noisy_chord, cuts):
+        extractor.push(piece)
+    streamed = extractor.finish()
+    assert extractor.n_samples == noisy_chord.size
+    for name, series in whole.series.items():
+        np.testing.assert_allclose(streamed.series[name], series, rtol=1e-4, atol=1e-5)
+    assert streamed.mfcc.count == whole.mfcc.count == series.size
+    np.testing.assert_allclose(streamed.mfcc.mean(), whole.mfcc.mean(), rtol=1e-5)
+    np.testing.assert_allclose(streamed.contrast.mean(), whole.contrast.mean(), rtol=1e-5)
+    np.testing.assert_allclose(streamed.chroma.mean(), whole.chroma.mean(), rtol=1e-5)
