@@ -241,17 +241,69 @@ def pick_cpu() -> int:
     return min(allowed, key=lambda c: (after.get(c, 0) - before.get(c, 0), -c))
 
 
+@dataclass(frozen=True)
+class Runner:
+    """Starts measuring processes: which CPU they get and which checkout they import."""
+
+    cpu: int
+    # Directory holding the `analysis` package to measure: the working tree, or an exported
+    # commit (--ref) so neighbours' half-saved edits cannot change or crash the run.
+    code_root: Path = ROOT
+
+    def measure(
+        self,
+        pipeline: str,
+        files: list[Path],
+        *,
+        warmup: Path | None,
+        repeat: int = 1,
+        cprofile: int = 0,
+    ) -> Measurement:
+        return measure(
+            pipeline,
+            files,
+            cpu=self.cpu,
+            code_root=self.code_root,
+            warmup=warmup,
+            repeat=repeat,
+            cprofile=cprofile,
+        )
+
+
+def export_ref(ref: str) -> tuple[Path, str]:
+    """`git archive` the analysis package at `ref` into .bench/ and return (root, short sha)."""
+    sha = subprocess.run(
+        ["git", "rev-parse", "--short", f"{ref}^{{commit}}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    if not sha:
+        raise BenchError(f"--ref {ref!r} is not a commit in {ROOT}")
+    root = CACHE / f"ref-{sha}"
+    if not (root / "analysis" / "__init__.py").exists():
+        root.mkdir(parents=True, exist_ok=True)
+        archive = subprocess.run(
+            ["git", "archive", sha, "analysis"], cwd=ROOT, capture_output=True, check=True
+        ).stdout
+        subprocess.run(["tar", "-x", "-C", str(root)], input=archive, check=True)
+    return root, sha
+
+
 def measure(
     pipeline: str,
     files: list[Path],
     *,
     cpu: int,
+    code_root: Path,
     warmup: Path | None,
     repeat: int = 1,
     cprofile: int = 0,
 ) -> Measurement:
-    # PYTHONPATH: the checkout's packages even if the editable install is stale or mid-reinstall.
-    pythonpath = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    # PYTHONPATH first: it beats the editable install's finder, which would import the
+    # working tree (and is briefly broken while a neighbour runs `pip install -e`).
+    pythonpath = os.pathsep.join(filter(None, [str(code_root), os.environ.get("PYTHONPATH")]))
     env = {**os.environ, **dict.fromkeys(THREAD_VARS, "1"), "PYTHONPATH": pythonpath}
     cmd = [sys.executable, str(MEASURE), "--pipeline", pipeline, "--cpu", str(cpu)]
     if warmup is not None:
@@ -303,7 +355,10 @@ def versions() -> str:
     return ", ".join(parts)
 
 
-def git_revision() -> str:
+def git_revision(ref_sha: str | None) -> str:
+    if ref_sha:
+        return f"`{ref_sha}` (analysis/ exported with git archive)"
+
     def git(*args: str) -> str:
         return subprocess.run(
             ["git", *args], cwd=ROOT, capture_output=True, text=True, check=False
@@ -311,7 +366,7 @@ def git_revision() -> str:
 
     revision = f"`{git('rev-parse', '--short', 'HEAD') or 'unknown'}`"
     if git("status", "--porcelain", "--", "analysis"):
-        revision += " with uncommitted changes in analysis/"
+        revision += " with uncommitted changes in analysis/ (working tree measured)"
     return revision
 
 
@@ -344,6 +399,7 @@ def render(
     started: datetime.datetime,
     elapsed_s: float,
     cpu: int,
+    ref_sha: str | None,
     source: str,
     tracks: list[Track],
     warmup: Track,
@@ -360,7 +416,7 @@ def render(
         "|---|---|",
         f"| Machine | {m['nproc']} CPUs (`nproc`), {m['cpu']}, {m['ram']} RAM |",
         f"| Libraries | {versions()} |",
-        f"| Code | earshot at {git_revision()} |",
+        f"| Code | earshot at {git_revision(ref_sha)} |",
         f"| Command | `{command_line(argv)}` |",
         f"| Single core | pinned to CPU {cpu}; {', '.join(THREAD_VARS)} = 1 |",
         f"| Files | {source}: {len(tracks)} files, {minutes:.1f} min of audio |",
@@ -401,8 +457,8 @@ def render(
         "(cycled), cached under `.bench/`. Target: earshot ≤ 400 MiB at 60 min, flat as "
         "duration grows.",
         "",
-        "| length | file MB | decode floor peak RSS MiB | earshot peak RSS MiB | earshot wall s "
-        "| tutorial peak RSS MiB | tutorial wall s |",
+        "| length | file MB | decode floor peak RSS MiB | earshot peak RSS MiB "
+        "| earshot wall s (CPU s) | tutorial peak RSS MiB | tutorial wall s (CPU s) |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for row in series:
@@ -414,7 +470,7 @@ def render(
             elif name == "decode":
                 cells.append(f"{cell.peak_rss_mib:.0f}")
             else:
-                cells += [f"{cell.peak_rss_mib:.0f}", fmt_s(cell.wall_s)]
+                cells += [f"{cell.peak_rss_mib:.0f}", f"{fmt_s(cell.wall_s)} ({fmt_s(cell.cpu_s)})"]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "### Cold vs warm: the same file analysed repeatedly in one fresh process", ""]
     if cold_warm is None:
@@ -425,13 +481,14 @@ def render(
             lines.append(f"earshot: {meas.skipped}")
         else:
             walls = [r["wall_s"] for r in meas.runs]
+            cpus = [r["cpu_s"] for r in meas.runs]
             lines += [
-                "| pipeline | file | import s | 1st analysis s | "
-                f"{WARM_RUN}th analysis s | fastest of 2-{WARM_RUN} s |",
+                "| pipeline | file | import s | 1st analysis wall s (CPU s) | "
+                f"{WARM_RUN}th analysis wall s (CPU s) | fastest of 2-{WARM_RUN} wall s |",
                 "|---|---|---:|---:|---:|---:|",
                 f"| {meas.pipeline} | `{track.path.name}` ({track.duration_s:.0f} s) "
-                f"| {meas.import_s:.2f} | {walls[0]:.2f} | {walls[-1]:.2f} "
-                f"| {min(walls[1:]):.2f} |",
+                f"| {meas.import_s:.2f} | {walls[0]:.2f} ({cpus[0]:.2f}) "
+                f"| {walls[-1]:.2f} ({cpus[-1]:.2f}) | {min(walls[1:]):.2f} |",
             ]
     return "\n".join(lines) + "\n"
 
@@ -448,15 +505,15 @@ def write_doc(generated: str) -> None:
 
 
 def series_rows(
-    sources: list[Track], minutes_list: tuple[int, ...], *, cpu: int, warmup: Path
+    sources: list[Track], minutes_list: tuple[int, ...], *, runner: Runner, warmup: Path
 ) -> list[dict[str, Any]]:
     rows = []
     tutorial_peaks: list[tuple[int, float]] = []
     for minutes in minutes_list:
         path = build_long_file(sources, minutes)
         row: dict[str, Any] = {"minutes": minutes, "size_mb": path.stat().st_size / 1e6}
-        row["decode"] = measure("decode", [path], cpu=cpu, warmup=warmup)
-        row["earshot"] = measure("earshot", [path], cpu=cpu, warmup=warmup)
+        row["decode"] = runner.measure("decode", [path], warmup=warmup)
+        row["earshot"] = runner.measure("earshot", [path], warmup=warmup)
         predicted = extrapolate(tutorial_peaks, minutes)
         if predicted is not None and predicted > TUTORIAL_RSS_LIMIT_MIB:
             row["tutorial"] = Measurement(
@@ -465,7 +522,7 @@ def series_rows(
                 f"(> {TUTORIAL_RSS_LIMIT_MIB / 1024:.0f} GiB)",
             )
         else:
-            row["tutorial"] = measure("tutorial", [path], cpu=cpu, warmup=warmup)
+            row["tutorial"] = runner.measure("tutorial", [path], warmup=warmup)
             tutorial_peaks.append((minutes, row["tutorial"].peak_rss_mib))
         rows.append(row)
     return rows
@@ -487,6 +544,9 @@ def main(argv: list[str] | None = None) -> int:
         "--quick", action="store_true", help=f"{QUICK_FILES} files, 5 and 30-minute series only"
     )
     parser.add_argument("--cpu", type=int, help="CPU to pin to (default: the idlest one)")
+    parser.add_argument(
+        "--ref", metavar="REV", help="measure analysis/ as committed at REV, not the working tree"
+    )
     parser.add_argument("--no-series", action="store_true", help="skip the memory series")
     parser.add_argument(
         "--no-write", action="store_true", help="print only, leave docs/benchmarks.md alone"
@@ -503,6 +563,11 @@ def main(argv: list[str] | None = None) -> int:
     started = datetime.datetime.now(datetime.UTC)
     t0 = time.perf_counter()
     cpu = args.cpu if args.cpu is not None else pick_cpu()
+    ref_sha = None
+    runner = Runner(cpu)
+    if args.ref:
+        code_root, ref_sha = export_ref(args.ref)
+        runner = Runner(cpu, code_root)
 
     wesnoth: list[Track] = []
     if args.files:
@@ -518,11 +583,11 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.profile:
         median = pick_median(tracks)
-        measure("earshot", [median.path], cpu=cpu, warmup=warmup.path, cprofile=args.profile)
+        runner.measure("earshot", [median.path], warmup=warmup.path, cprofile=args.profile)
         return 0
 
     log(f"file set: {len(tracks)} files from {source}, pinned to CPU {cpu}")
-    table = {p: measure(p, paths, cpu=cpu, warmup=warmup.path) for p in PIPELINES}
+    table = {p: runner.measure(p, paths, warmup=warmup.path) for p in PIPELINES}
 
     series: list[dict[str, Any]] = []
     if not args.no_series:
@@ -530,14 +595,14 @@ def main(argv: list[str] | None = None) -> int:
         if not wesnoth:
             wesnoth, _ = wesnoth_tracks()
         minutes = QUICK_SERIES_MINUTES if args.quick else SERIES_MINUTES
-        series = series_rows(wesnoth, minutes, cpu=cpu, warmup=pick_warmup(wesnoth).path)
+        series = series_rows(wesnoth, minutes, runner=runner, warmup=pick_warmup(wesnoth).path)
 
     log("cold vs warm …")
     median = pick_median(tracks)
-    cold = measure("earshot", [median.path], cpu=cpu, warmup=None, repeat=WARM_RUN)
+    cold = runner.measure("earshot", [median.path], warmup=None, repeat=WARM_RUN)
     if cold.skipped:
         # Until earshot's analysis exists, show what JIT and imports cost the tutorial one.
-        cold = measure("tutorial", [median.path], cpu=cpu, warmup=None, repeat=WARM_RUN)
+        cold = runner.measure("tutorial", [median.path], warmup=None, repeat=WARM_RUN)
     cold_warm = (median, cold)
 
     results = {
@@ -558,6 +623,7 @@ def main(argv: list[str] | None = None) -> int:
         started=started,
         elapsed_s=time.perf_counter() - t0,
         cpu=cpu,
+        ref_sha=ref_sha,
         source=source,
         tracks=tracks,
         warmup=warmup,
