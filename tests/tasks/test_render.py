@@ -1,0 +1,142 @@
+"""The render task in-process on a real SQLite job store and a local blob folder."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+
+import tasks.render  # noqa: F401 - registers the task
+from tasks.blobs import LocalBlobStore
+from tasks.errors import TransientStoreError
+from tasks.jobs import Job
+from tasks.names import (
+    RENDER_ERROR_JSON,
+    RENDER_TASK,
+    RESULT_JSON,
+    SPECTROGRAM_PNG,
+    WAVEFORM_JSON,
+    result_prefix,
+)
+from tasks.render import MAX_RETRIES
+from tasks.runtime import Runtime
+from tests.tasks.conftest import submit
+
+SECONDS = 6.0  # the click_track_wav fixture's length
+
+
+def succeeded(runtime: Runtime, data: bytes, *, beats_s: list[float] | None = None) -> Job:
+    """A job whose analysis succeeded: its upload and a result.json, as the analyze task leaves."""
+    job = submit(runtime, data)
+    prefix = result_prefix(job.id)
+    document = {"summary": {"beats_s": beats_s or [0.0, 0.5, 1.0, 1.5]}}
+    runtime.blobs.put_bytes(prefix + RESULT_JSON, json.dumps(document).encode())
+    assert runtime.jobs.mark_running(job.id)
+    assert runtime.jobs.mark_succeeded(job.id, result_prefix=prefix, analyzer_version="test")
+    return runtime.jobs.get(job.id)
+
+
+def run_task(runtime: Runtime, job_id: str) -> Any:
+    return runtime.celery.tasks[RENDER_TASK].apply(args=[job_id]).get()
+
+
+def test_render_stores_peaks_and_spectrogram(runtime: Runtime, wav_bytes: bytes) -> None:
+    job = succeeded(runtime, wav_bytes)
+
+    assert run_task(runtime, job.id) == "rendered"
+
+    prefix = job.result_prefix or ""
+    peaks = json.loads(runtime.blobs.get_bytes(prefix + WAVEFORM_JSON))
+    assert peaks["version"] == 2
+    assert peaks["channels"] == 1
+    assert peaks["bits"] == 8
+    assert peaks["length"] == len(peaks["data"]) // 2
+    covered_s = peaks["length"] * peaks["samples_per_pixel"] / peaks["sample_rate"]
+    assert covered_s == pytest.approx(SECONDS, abs=0.05)
+    # The click track peaks near 0.8 + 0.1 of full scale on its clicks.
+    assert max(peaks["data"]) == pytest.approx(0.9 * 128, abs=6)
+    image = Image.open(io.BytesIO(runtime.blobs.get_bytes(prefix + SPECTROGRAM_PNG)))
+    assert image.format == "PNG"
+    assert image.size == (1200, 400)
+    assert not runtime.blobs.exists(prefix + RENDER_ERROR_JSON)
+    # The result is untouched.
+    assert json.loads(runtime.blobs.get_bytes(prefix + RESULT_JSON))["summary"]["beats_s"]
+
+
+def test_unreadable_audio_stores_the_reason_and_keeps_the_result(runtime: Runtime) -> None:
+    job = succeeded(runtime, b"a text file that somehow got a result\n" * 40)
+
+    assert run_task(runtime, job.id) == "failed"
+
+    prefix = job.result_prefix or ""
+    error = json.loads(runtime.blobs.get_bytes(prefix + RENDER_ERROR_JSON))
+    assert error["code"] == "unreadable_audio"
+    assert error["message"]
+    assert runtime.blobs.exists(prefix + RESULT_JSON)
+    assert not runtime.blobs.exists(prefix + SPECTROGRAM_PNG)
+
+
+def test_a_missing_upload_is_reported(runtime: Runtime, wav_bytes: bytes) -> None:
+    job = succeeded(runtime, wav_bytes)
+    runtime.blobs.delete(job.upload_key or "")
+
+    assert run_task(runtime, job.id) == "failed"
+
+    error = json.loads(runtime.blobs.get_bytes((job.result_prefix or "") + RENDER_ERROR_JSON))
+    assert error["code"] == "upload_missing"
+
+
+def test_only_succeeded_jobs_are_rendered(runtime: Runtime, wav_bytes: bytes) -> None:
+    queued = submit(runtime, wav_bytes)
+    assert run_task(runtime, queued.id) == "skipped"
+    assert run_task(runtime, "f" * 32) == "skipped"
+    assert not runtime.blobs.exists(result_prefix(queued.id) + SPECTROGRAM_PNG)
+
+
+class FlakyBlobStore(LocalBlobStore):
+    """A real local store whose first ``failures`` writes of a spectrogram fail transiently."""
+
+    def __init__(self, root: Path, failures: int) -> None:
+        super().__init__(root)
+        self.failures = failures
+
+    def put_stream(self, key: str, chunks: Iterable[bytes]) -> int:
+        if key.endswith(SPECTROGRAM_PNG) and self.failures > 0:
+            self.failures -= 1
+            raise TransientStoreError("object store briefly unreachable")
+        return super().put_stream(key, chunks)
+
+
+def test_a_transient_store_error_is_retried(runtime: Runtime, wav_bytes: bytes) -> None:
+    runtime.blobs = FlakyBlobStore(runtime.settings.data_dir / "blobs", failures=2)
+    job = succeeded(runtime, wav_bytes)
+
+    assert run_task(runtime, job.id) == "rendered"
+
+    assert runtime.blobs.exists((job.result_prefix or "") + SPECTROGRAM_PNG)
+
+
+def test_a_lasting_store_error_is_given_up_and_recorded(runtime: Runtime, wav_bytes: bytes) -> None:
+    runtime.blobs = FlakyBlobStore(runtime.settings.data_dir / "blobs", failures=MAX_RETRIES + 1)
+    job = succeeded(runtime, wav_bytes)
+
+    assert run_task(runtime, job.id) == "failed"
+
+    error = json.loads(runtime.blobs.get_bytes((job.result_prefix or "") + RENDER_ERROR_JSON))
+    assert error["code"] == "render_failed"
+    assert "storage unavailable" in error["message"]
+
+
+def test_a_later_success_clears_an_earlier_error(runtime: Runtime, wav_bytes: bytes) -> None:
+    runtime.blobs = FlakyBlobStore(runtime.settings.data_dir / "blobs", failures=MAX_RETRIES + 1)
+    job = succeeded(runtime, wav_bytes)
+    assert run_task(runtime, job.id) == "failed"
+
+    assert run_task(runtime, job.id) == "rendered"
+
+    assert not runtime.blobs.exists((job.result_prefix or "") + RENDER_ERROR_JSON)
