@@ -112,8 +112,16 @@ class TransientExhausted(SubmitError):
         self.detail = detail
 
 
-class AuthRejected(SubmitError):
+class BatchAborted(SubmitError):
+    """Raised when a failure would repeat for every file, so the whole batch stops."""
+
+
+class AuthRejected(BatchAborted):
     """Raised when the API rejects the API key (401/403): every other file would fail too."""
+
+
+class ServiceUnreachable(BatchAborted):
+    """Raised when no connection to the API could be made after the last allowed retry."""
 
 
 class Interrupted(SubmitError):
@@ -526,6 +534,12 @@ class Api:
                     reason = problem_of(response)
             except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as exc:
                 reason = (type(exc).__name__, str(exc) or type(exc).__name__)
+                if isinstance(exc, httpx.ConnectError) and attempt >= self.max_retries:
+                    # Nobody listens: every other file would wait out the same retries.
+                    raise ServiceUnreachable(
+                        f"cannot connect to {self.client.base_url} after {attempt + 1} "
+                        f"attempts: {reason[1]}"
+                    ) from exc
             finally:
                 for value in extra.values():
                     _close_files(value)
@@ -968,7 +982,7 @@ def run_submit(args: argparse.Namespace) -> int:
                 reporter.tick()
                 for future in done:
                     error = future.exception()
-                    if isinstance(error, AuthRejected):
+                    if isinstance(error, BatchAborted):
                         aborted = str(error)
                         stop.set()
                     elif isinstance(error, Interrupted):
@@ -1039,7 +1053,7 @@ def run_status(args: argparse.Namespace) -> int:
         for job_id in args.ids:
             try:
                 job = api.job(job_id)
-            except (ApiProblem, TransientExhausted, AuthRejected) as exc:
+            except (ApiProblem, TransientExhausted, BatchAborted) as exc:
                 code = EXIT_FAILED
                 if args.json:
                     print(json.dumps({"id": job_id, "error": str(exc)}))
@@ -1091,7 +1105,7 @@ def run_fetch(args: argparse.Namespace) -> int:
                 for fmt, dest in output_paths(out, job_id, formats).items():
                     api.download(job, fmt, dest)
                     print(f"{job_id}: {dest}")
-            except (ApiProblem, TransientExhausted, AuthRejected) as exc:
+            except (ApiProblem, TransientExhausted, BatchAborted) as exc:
                 print(f"{job_id}: {exc}", file=sys.stderr)
                 code = EXIT_FAILED
     return code
