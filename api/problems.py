@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from api import errors
 from tasks.errors import JobNotFound, TransientStoreError
@@ -155,6 +156,16 @@ def _doc(error_type: type[errors.ApiError]) -> str:
     return doc.removeprefix("Raised when ").rstrip(".")
 
 
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves at the request's path (for a 405's ``Allow``)."""
+    allowed = []
+    for method in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"):
+        scope = {**request.scope, "method": method}
+        if any(route.matches(scope)[0] is Match.FULL for route in request.app.router.routes):
+            allowed.append(method)
+    return allowed
+
+
 def install(app: FastAPI) -> None:
     """Answer every error — ours, routing's, validation's, unexpected ones — as a problem."""
 
@@ -168,6 +179,9 @@ def install(app: FastAPI) -> None:
         if exc.status_code == 404:
             return from_error(request, errors.NotFound(f"no route for {request.url.path}"))
         if exc.status_code == 405:
+            # Starlette's Allow names only the first route matching the path; a path served by
+            # several routes (GET and POST /v1/analyses) must list all their methods.
+            headers["Allow"] = ", ".join(allowed_methods(request)) or headers.get("Allow", "")
             error = errors.MethodNotAllowed(
                 f"{request.method} is not allowed on {request.url.path}", headers=headers
             )
