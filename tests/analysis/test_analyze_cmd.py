@@ -49,3 +49,12 @@ def test_usage_error_exits_2(capsys: pytest.CaptureFixture):
     with pytest.raises(SystemExit) as exc:
         _run([])
     assert exc.value.code == 2
+
+
+def test_through_the_earshot_command(samples_dir: Path, capsys: pytest.CaptureFixture):
+    from earshot.cli import main
+
+    assert main(["analyze", "--json", "--profile", "fast", str(samples_dir / "sine440.mp3")]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert document["profile"] == "fast"
+    assert document["audio"]["codec"] == "mpeg_layer_iii"
