@@ -195,6 +195,14 @@ def run_analysis(runtime: Runtime, job_id: str, *, retry: Callable[[Exception], 
     return JobStatus.SUCCEEDED.value
 
 
+def is_active(runtime: Runtime, job_id: str) -> bool:
+    """Whether the job is queued or running (False for a missing one)."""
+    try:
+        return not runtime.jobs.get(job_id).status.finished
+    except JobNotFound:
+        return False
+
+
 @shared_task(name=ANALYZE_TASK, bind=True, ignore_result=True, acks_late=True)
 def analyze(self: Task, job_id: str) -> str:
     """Analyze the uploaded audio of job ``job_id`` and store its result."""
@@ -207,7 +215,19 @@ def analyze(self: Task, job_id: str) -> str:
         raise self.retry(exc=exc, countdown=countdown, max_retries=None)
 
     try:
-        return run_analysis(runtime, job_id, retry=retry)
+        claimable = is_active(runtime, job_id)
+        status = run_analysis(runtime, job_id, retry=retry)
+        if claimable and status in (JobStatus.SUCCEEDED.value, JobStatus.FAILED.value):
+            # This delivery ended the job: draw its plots and tell its callback URL (both on
+            # the render queue; a redelivery of a finished job does neither again).
+            from tasks.render import enqueue_render
+            from tasks.webhooks import enqueue_webhook
+
+            ended = runtime.jobs.get(job_id)
+            if ended.status is JobStatus.SUCCEEDED:
+                enqueue_render(runtime, ended)
+            enqueue_webhook(runtime, ended)
+        return status
     except TRANSIENT_ERRORS as exc:
         # A database blip on a write run_analysis does not guard itself (marking the job
         # succeeded or failed): without this the message is acked and the job stays "running".

@@ -15,7 +15,7 @@ from kombu import Queue as KombuQueue
 
 from tasks import metrics
 from tasks.logs import install_celery_hooks
-from tasks.names import ANALYZE_TASK, Queue
+from tasks.names import ANALYZE_TASK, RENDER_TASK, WEBHOOK_TASK, Queue
 from tasks.settings import Settings
 
 # Seconds to wait for the broker before a publish gives up (the API answers 503 instead of
@@ -83,14 +83,18 @@ def make_celery(settings: Settings) -> Celery:
         task_queues=[
             KombuQueue(q.value, exchange, routing_key=q.value, durable=True) for q in Queue
         ],
-        task_routes={ANALYZE_TASK: {"queue": Queue.INTERACTIVE.value}},
+        task_routes={
+            ANALYZE_TASK: {"queue": Queue.INTERACTIVE.value},
+            RENDER_TASK: {"queue": Queue.RENDER.value},
+            WEBHOOK_TASK: {"queue": Queue.RENDER.value},
+        },
         task_create_missing_queues=False,
         worker_hijack_root_logger=False,
         worker_send_task_events=False,
         task_send_sent_event=False,
         enable_utc=True,
     )
-    app.conf.include = ["tasks.analyze"]
+    app.conf.include = ["tasks.analyze", "tasks.render", "tasks.webhooks"]
     install_celery_hooks()
     metrics.install_celery_hooks()
     return app

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 from collections.abc import Iterable
@@ -11,16 +12,19 @@ from typing import Any
 import pytest
 from PIL import Image
 
-import tasks.render  # noqa: F401 - registers the task
+import tasks.analyze  # registers the tasks
+import tasks.render  # noqa: F401
 from tasks.blobs import LocalBlobStore
 from tasks.errors import TransientStoreError
-from tasks.jobs import Job
+from tasks.jobs import Job, JobRow
 from tasks.names import (
+    ANALYZE_TASK,
     RENDER_ERROR_JSON,
     RENDER_TASK,
     RESULT_JSON,
     SPECTROGRAM_PNG,
     WAVEFORM_JSON,
+    WEBHOOK_TASK,
     result_prefix,
 )
 from tasks.render import MAX_RETRIES
@@ -140,3 +144,48 @@ def test_a_later_success_clears_an_earlier_error(runtime: Runtime, wav_bytes: by
     assert run_task(runtime, job.id) == "rendered"
 
     assert not runtime.blobs.exists((job.result_prefix or "") + RENDER_ERROR_JSON)
+
+
+def queued_tasks(runtime: Runtime) -> list[tuple[str, str, list[Any]]]:
+    """(queue file suffix, task name, args) of each message the filesystem:// broker holds."""
+    found = []
+    for path in sorted((runtime.settings.broker_dir / "messages").glob("*.msg")):
+        envelope = json.loads(path.read_text())
+        body = envelope["body"]
+        if envelope["properties"].get("body_encoding") == "base64":
+            body = base64.b64decode(body).decode()
+        queue = ".".join(path.name.split(".")[-3:-1])  # <stamp>.<queue name>.msg
+        found.append((queue, envelope["headers"]["task"], json.loads(body)[0]))
+    return found
+
+
+def test_a_succeeded_analysis_queues_its_plots_and_its_webhook(
+    runtime: Runtime, wav_bytes: bytes
+) -> None:
+    job = submit(runtime, wav_bytes)
+    with runtime.jobs.session() as s:
+        row = s.get(JobRow, job.id)
+        assert row is not None
+        row.callback_url = "http://127.0.0.1:9/hook"
+
+    assert runtime.celery.tasks[ANALYZE_TASK].apply(args=[job.id]).get() == "succeeded"
+
+    assert sorted(queued_tasks(runtime)) == [
+        ("earshot.render", RENDER_TASK, [job.id]),
+        ("earshot.render", WEBHOOK_TASK, [job.id]),
+    ]
+    # A redelivery of the finished job queues nothing more.
+    runtime.celery.tasks[ANALYZE_TASK].apply(args=[job.id]).get()
+    assert len(queued_tasks(runtime)) == 2
+
+
+def test_a_failed_analysis_queues_only_its_webhook(runtime: Runtime) -> None:
+    job = submit(runtime, b"not audio, just words\n" * 40)
+    with runtime.jobs.session() as s:
+        row = s.get(JobRow, job.id)
+        assert row is not None
+        row.callback_url = "http://127.0.0.1:9/hook"
+
+    assert runtime.celery.tasks[ANALYZE_TASK].apply(args=[job.id]).get() == "failed"
+
+    assert queued_tasks(runtime) == [("earshot.render", WEBHOOK_TASK, [job.id])]
