@@ -129,6 +129,7 @@ def run_analysis(runtime: Runtime, job_id: str, *, retry: Callable[[Exception], 
         max_duration_s=settings.max_duration_s,
         max_sample_rate=settings.max_sample_rate,
         max_channels=settings.max_channels,
+        max_decoded_bytes=settings.max_decoded_bytes,
     )
     try:
         with runtime.blobs.local_path(job.upload_key or upload_key(job_id)) as path:

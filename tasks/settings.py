@@ -36,6 +36,9 @@ class Settings(BaseSettings):
     max_duration_s: float = Field(4 * 3600.0, description="Longest accepted audio, seconds.")
     max_sample_rate: int = Field(384_000, description="Highest accepted sample rate, Hz.")
     max_channels: int = Field(32, description="Most accepted channels.")
+    max_decoded_bytes: int = Field(
+        8 * 1024**3, description="Most bytes the decoded audio may take (float32, native rate)."
+    )
 
     task_soft_time_limit_s: int = Field(1800, description="Soft time limit of one analysis task.")
     task_time_limit_s: int = Field(1900, description="Hard time limit (below broker timeout).")

@@ -136,6 +136,13 @@ def test_limits_are_settings(make_client: Callable[..., TestClient]) -> None:
     assert_invalid(analyse(client, stereo), "too_many_channels", "2 channels")
 
 
+def test_decoded_size_limit_is_a_setting(make_client: Callable[..., TestClient]) -> None:
+    # 1 s of 8 kHz mono is 32000 bytes as float32: over a 10 kB EARSHOT_MAX_DECODED_BYTES.
+    client = make_client(max_decoded_bytes=10_000)
+    assert_invalid(analyse(client, wav_bytes(seconds=1.0)), "decoded_size_exceeded", "10000")
+    assert stored_uploads(client) == []
+
+
 # -- content that passes the sniff but is not audio ------------------------------------------
 
 
