@@ -16,7 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import metrics, problems
 from api.deps import REQUEST_ID_HEADER, api_keys, request_id_from
-from api.routes import analyses, health
+from api.routes import analyses, events, health, plots, ui
 from tasks.logs import log_context
 from tasks.runtime import Runtime, build_runtime
 from tasks.settings import Settings, get_settings
@@ -99,6 +99,9 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app.state.api_keys = keys
     problems.install(app)
     app.include_router(analyses.router)
+    app.include_router(plots.router)
+    app.include_router(events.router)
+    app.include_router(ui.router)
     app.include_router(health.router)
     app.add_middleware(RequestIdMiddleware)
     metrics.install(app)

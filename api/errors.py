@@ -123,3 +123,15 @@ class StoreUnavailable(ApiError):
     """Raised when the job store or blob store is briefly unreachable."""
 
     status, code, title = 503, "store_unavailable", "Storage unavailable"
+
+
+class PlotPending(ApiError):
+    """Raised when a plot of a succeeded analysis is still being drawn."""
+
+    status, code, title = 409, "plot_pending", "Plot not drawn yet"
+
+
+class PlotUnavailable(ApiError):
+    """Raised when a plot of a succeeded analysis could not be drawn (the result is unaffected)."""
+
+    status, code, title = 404, "plot_unavailable", "Plot unavailable"

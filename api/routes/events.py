@@ -1,0 +1,112 @@
+"""``/v1/analyses/{id}/events``: a job's progress as Server-Sent Events.
+
+The server polls the job store (every POLL_INTERVAL_S) and sends ``event: status`` with the
+job resource whenever its status, stage or percent changed, a comment line every
+HEARTBEAT_S so proxies keep the connection, and closes the stream after the terminal state.
+A reconnecting client (``Last-Event-ID``) simply gets the current state first: every event
+carries the whole job, so nothing in between needs replaying.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+import anyio.to_thread
+from fastapi import APIRouter, Header, Path, Request
+from fastapi.responses import StreamingResponse
+
+from api import errors, problems
+from api.deps import OwnerDep, RuntimeDep
+from api.models import API_PREFIX, Analysis
+from tasks.errors import JobNotFound
+from tasks.jobs import Job
+from tasks.runtime import Runtime
+
+router = APIRouter(prefix=API_PREFIX, tags=["analyses"])
+
+POLL_INTERVAL_S = 0.5
+HEARTBEAT_S = 15.0
+# Milliseconds a browser's EventSource waits before reconnecting after a dropped stream.
+RETRY_MS = 2000
+JobId = Annotated[str, Path(description="Job id.", max_length=64)]
+
+
+@router.get(
+    "/{job_id}/events",
+    summary="Follow an analysis as Server-Sent Events",
+    description=(
+        "A `text/event-stream` of `event: status` messages, each with the job resource (the "
+        "body of `GET /v1/analyses/{id}`) as `data`: one at once, then one whenever the status, "
+        "stage or percent changes. A `: keep-alive` comment is sent every 15 s. The stream "
+        "ends after the event with a terminal status (`succeeded`, `failed`, `canceled`). "
+        "`Last-Event-ID` is accepted; the first event is always the current state."
+    ),
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "description": "The event stream.",
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        },
+        **problems.responses(errors.NotFound, errors.Unauthorized),
+    },
+)
+async def analysis_events(
+    job_id: JobId,
+    request: Request,
+    runtime: RuntimeDep,
+    owner: OwnerDep,
+    last_event_id: Annotated[
+        str | None,
+        Header(alias="Last-Event-ID", max_length=64, description="Id of the last event seen."),
+    ] = None,
+) -> StreamingResponse:
+    # Checked before the stream starts, so an unknown id is a 404 problem, not an empty stream.
+    job = await _get(runtime, job_id, owner)
+    return StreamingResponse(
+        _stream(request, runtime, job, owner),
+        media_type="text/event-stream",
+        headers={
+            "Cache-Control": "no-cache",
+            # nginx buffers responses by default, which would hold events back.
+            "X-Accel-Buffering": "no",
+        },
+    )
+
+
+async def _get(runtime: Runtime, job_id: str, owner: str) -> Job:
+    try:
+        return await anyio.to_thread.run_sync(lambda: runtime.jobs.get(job_id, owner=owner))
+    except JobNotFound:
+        raise errors.NotFound(f"analysis {job_id!r} not found") from None
+
+
+def _event(job: Job) -> str:
+    data = Analysis.from_job(job).model_dump_json()
+    # The id tells a reconnecting client where it was; the updated time orders a job's states.
+    return f"id: {job.updated_at.timestamp():.6f}\nevent: status\ndata: {data}\n\n"
+
+
+async def _stream(request: Request, runtime: Runtime, job: Job, owner: str) -> AsyncIterator[str]:
+    yield f"retry: {RETRY_MS}\n\n"
+    sent: tuple[str, str | None, float] | None = None
+    last_write = time.monotonic()
+    while True:
+        state = (job.status.value, job.stage, job.percent)
+        if state != sent:
+            yield _event(job)
+            sent, last_write = state, time.monotonic()
+            if job.status.finished:
+                return
+        elif time.monotonic() - last_write >= HEARTBEAT_S:
+            yield ": keep-alive\n\n"
+            last_write = time.monotonic()
+        await anyio.sleep(POLL_INTERVAL_S)
+        if await request.is_disconnected():
+            return
+        try:
+            job = await _get(runtime, job.id, owner)
+        except errors.NotFound:
+            # Deleted while followed: nothing more will ever change.
+            return
