@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ipaddress
 import logging
 import os
 import signal
@@ -67,6 +68,14 @@ def run(name: str, args: argparse.Namespace) -> int:
             prune_dead_processes(metrics_dir)  # the last run's totals; dev starts them all
     if name == "migrate":
         return migrate()
+    if name in ("dev", "serve") and not open_bind_allowed(settings, args.host):
+        print(
+            f"error: no API keys are set (EARSHOT_API_KEYS or EARSHOT_API_KEYS_FILE), so the "
+            f"service is open to anyone who reaches it and listens on 127.0.0.1 only; set keys "
+            f"to listen on {args.host}",
+            file=sys.stderr,
+        )
+        return 2
     if name == "serve":
         return serve(args.host, args.port)
     if name == "worker":
@@ -75,6 +84,20 @@ def run(name: str, args: argparse.Namespace) -> int:
     if name == "dev":
         return dev(args.host, args.port)
     raise ValueError(f"unknown service command {name!r}")
+
+
+def open_bind_allowed(settings: Any, host: str) -> bool:
+    """Whether the API may listen on ``host``: anywhere with API keys, loopback only without."""
+    from api.auth import api_keys
+
+    if api_keys(settings):
+        return True
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name other than localhost may resolve to anything
 
 
 def migrate() -> int:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -11,7 +14,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.auth import matches, owner_of
+from earshot.service_cmd import open_bind_allowed
 from tasks.jobs import ANONYMOUS
+from tasks.settings import Settings
 from tests.api.conftest import finish, runtime_of, stored_uploads, upload, wav_bytes
 
 PROBLEM = "application/problem+json"
@@ -170,3 +175,38 @@ def test_matches_compares_whole_keys() -> None:
     assert not matches(ALPHA + " ", keys)
     assert not matches("", keys)
     assert not matches(ALPHA, [])
+
+
+@pytest.mark.parametrize(
+    ("host", "keys", "allowed"),
+    [
+        ("127.0.0.1", None, True),
+        ("::1", None, True),
+        ("localhost", None, True),
+        ("0.0.0.0", None, False),
+        ("192.168.1.10", None, False),
+        ("example.com", None, False),
+        ("0.0.0.0", ALPHA, True),
+    ],
+)
+def test_an_open_service_only_listens_on_loopback(
+    tmp_path: Path, host: str, keys: str | None, allowed: bool
+) -> None:
+    settings = Settings(data_dir=tmp_path, api_keys=keys)
+    assert open_bind_allowed(settings, host) is allowed
+
+
+def test_serve_refuses_a_public_bind_without_keys(tmp_path: Path) -> None:
+    env = {**os.environ, "EARSHOT_DATA_DIR": str(tmp_path)}
+    env.pop("EARSHOT_API_KEYS", None)
+    env.pop("EARSHOT_API_KEYS_FILE", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "earshot", "serve", "--host", "0.0.0.0", "--port", "1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "127.0.0.1" in done.stderr and "EARSHOT_API_KEYS" in done.stderr
