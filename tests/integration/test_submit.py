@@ -22,12 +22,13 @@ from tests.integration.submit_fixtures import (
     Service,
     broken_files,
     free_port,
+    numba_cache,
     run_cli,
     sample_tree,
     service,
 )
 
-__all__ = ["service"]  # the fixture, imported so pytest finds it here
+__all__ = ["numba_cache", "service"]  # fixtures, imported so pytest finds them here
 
 KNOWN = {
     # clip -> (tempo BPM or None, tonic, mode or None), from samples/README.md
