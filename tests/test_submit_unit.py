@@ -12,6 +12,7 @@ import sys
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -172,7 +173,7 @@ def test_formats_always_include_the_result_document() -> None:
         parse_formats("json,xml")
 
 
-RESULT = {
+RESULT: dict[str, Any] = {
     "audio": {"duration_s": 8.0, "sample_rate": 44100, "channels": 2, "format": "wav"},
     "summary": {
         "tempo": {"bpm": 120.2, "confidence": 0.9},
