@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tasks.jobs import Job
 from tasks.names import JobStatus, Priority
+from tasks.webhooks import deliveries
 
 API_PREFIX = "/v1/analyses"
 MAX_FILENAME_CHARS = 255
@@ -49,6 +50,26 @@ class Links(BaseModel):
     result: str | None = Field(description="The result document (JSON); null until succeeded.")
     csv: str | None = Field(description="Per-frame features as CSV; null until succeeded.")
     npz: str | None = Field(description="Per-frame features as NumPy .npz; null until succeeded.")
+    waveform: str | None = Field(
+        None, description="Waveform peaks (audiowaveform JSON); null until succeeded."
+    )
+    spectrogram: str | None = Field(
+        None, description="Log-mel spectrogram PNG with beats; null until succeeded."
+    )
+
+
+class WebhookDelivery(BaseModel):
+    attempt: int = Field(description="1 for the first POST, 2 for the first retry, …")
+    at: datetime = Field(description="When the attempt ended.")
+    status_code: int | None = Field(description="The receiver's HTTP status; null if none.")
+    error: str | None = Field(description="Why the attempt failed; null when it succeeded.")
+
+
+class Webhook(BaseModel):
+    url: str = Field(description="The callback URL given at submission.")
+    deliveries: list[WebhookDelivery] = Field(
+        description="Attempts to POST the job's end to the URL, oldest first (at most 20)."
+    )
 
 
 class Analysis(BaseModel):
@@ -105,6 +126,9 @@ class Analysis(BaseModel):
     finished_at: datetime | None
     error: ErrorInfo | None = Field(description="Why the job failed; null unless `failed`.")
     callback_url: str | None = Field(description="URL given at submission for notifications.")
+    webhook: Webhook | None = Field(
+        None, description="The notification of the job's end to `callback_url`; null without one."
+    )
     links: Links
 
     @classmethod
@@ -131,11 +155,18 @@ class Analysis(BaseModel):
                 else None
             ),
             callback_url=job.callback_url,
+            webhook=(
+                Webhook(url=job.callback_url, deliveries=deliveries(job))
+                if job.callback_url
+                else None
+            ),
             links=Links(
                 self=own,
                 result=f"{own}/result" if done else None,
                 csv=f"{own}/result?format=csv" if done else None,
                 npz=f"{own}/result?format=npz" if done else None,
+                waveform=f"{own}/waveform.json" if done else None,
+                spectrogram=f"{own}/spectrogram.png" if done else None,
             ),
         )
 

@@ -28,6 +28,8 @@ def test_succeeded_job_links_to_its_result(done: dict) -> None:
         "result": f"{base}/result",
         "csv": f"{base}/result?format=csv",
         "npz": f"{base}/result?format=npz",
+        "waveform": f"{base}/waveform.json",
+        "spectrogram": f"{base}/spectrogram.png",
     }
 
 
