@@ -614,6 +614,7 @@ class Reporter:
         self.started = time.monotonic()
         self._lock = threading.Lock()
         self._bar_shown = False
+        self._finished = False
 
     def event(self, kind: str, text: str | None = None, /, **data: Any) -> None:
         with self._lock:
@@ -624,12 +625,12 @@ class Reporter:
                 sys.stdout.write(json.dumps(record, sort_keys=True, default=str) + "\n")
                 sys.stdout.flush()
             if text is not None:
-                if self.bar and self.human is self.err:
-                    self._clear_bar()
+                # stdout and stderr share the terminal: the bar goes before any line is printed.
+                self._clear_bar()
                 if not self.bar or kind in ("failed", "ignored", "note", "done", "retry"):
                     self.human.write(text + "\n")
                     self.human.flush()
-            if self.bar:
+            if self.bar and not self._finished:
                 self._draw()
 
     def line(self) -> str:
@@ -649,7 +650,7 @@ class Reporter:
         )
 
     def tick(self) -> None:
-        if self.bar:
+        if self.bar and not self._finished:
             with self._lock:
                 self._draw()
 
@@ -661,10 +662,12 @@ class Reporter:
     def _clear_bar(self) -> None:
         if self._bar_shown:
             self.err.write("\r\x1b[2K")
+            self.err.flush()
             self._bar_shown = False
 
     def finish(self) -> None:
         with self._lock:
+            self._finished = True
             if self.bar and self._bar_shown:
                 self.err.write("\n")
                 self.err.flush()
