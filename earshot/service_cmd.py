@@ -52,6 +52,13 @@ def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
             action="store_true",
             help=f"re-queue lost jobs every {RECONCILE_INTERVAL_S:.0f} s (filesystem:// broker)",
         )
+        parser.add_argument(
+            "--metrics-port",
+            type=int,
+            default=None,
+            help="serve Prometheus metrics of this host's earshot processes on this port "
+            "(for a worker host without an API)",
+        )
 
 
 def run(name: str, args: argparse.Namespace) -> int:
@@ -80,7 +87,12 @@ def run(name: str, args: argparse.Namespace) -> int:
         return serve(args.host, args.port)
     if name == "worker":
         queues = [q.strip() for q in args.queues.split(",") if q.strip()]
-        return worker(queues, concurrency=args.concurrency, reconcile=args.reconcile)
+        return worker(
+            queues,
+            concurrency=args.concurrency,
+            reconcile=args.reconcile,
+            metrics_port=args.metrics_port,
+        )
     if name == "dev":
         return dev(args.host, args.port)
     raise ValueError(f"unknown service command {name!r}")
@@ -125,7 +137,9 @@ def serve(host: str, port: int) -> int:
     return 0
 
 
-def worker(queues: list[str], *, concurrency: int | None, reconcile: bool) -> int:
+def worker(
+    queues: list[str], *, concurrency: int | None, reconcile: bool, metrics_port: int | None = None
+) -> int:
     from tasks.settings import get_settings
 
     settings = get_settings()
@@ -147,6 +161,10 @@ def worker(queues: list[str], *, concurrency: int | None, reconcile: bool) -> in
     from tasks.runtime import build_runtime
 
     runtime = build_runtime(settings)
+    if metrics_port is not None:
+        from tasks import metrics
+
+        metrics.serve(metrics_port, store=runtime.jobs, directory=metrics.multiprocess_dir())
 
     @worker_process_init.connect(weak=False)
     def _after_fork(**_: Any) -> None:

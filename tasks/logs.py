@@ -27,6 +27,11 @@ REQUEST_ID_HEADER = "earshot_request_id"
 
 LOG_FORMATS = ("json", "pretty", "auto")
 
+# Libraries that narrate routine steps at INFO. Alembic announces its plugins and dialect on
+# every start (the embedded mode migrates on every start); tasks.migrate logs the one line
+# that matters, a revision change.
+QUIET_LOGGERS = {"alembic": logging.WARNING}
+
 # Attributes every LogRecord has; anything else on a record came from ``extra=`` and is
 # written out as a field of its own.
 _RECORD_ATTRS = frozenset(
@@ -113,6 +118,8 @@ def configure_logging(settings: Settings, *, stream: IO[str] | None = None) -> l
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(settings.log_level.upper())
+    for name, level in QUIET_LOGGERS.items():
+        logging.getLogger(name).setLevel(max(level, root.level))
     return handler
 
 

@@ -19,6 +19,7 @@ import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
+from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -27,6 +28,7 @@ from prometheus_client import (
     Counter,
     Histogram,
     generate_latest,
+    start_http_server,
     values,
 )
 from prometheus_client.metrics import MetricWrapperBase
@@ -233,12 +235,11 @@ class _Forward(Collector):
         yield from REGISTRY.collect()
 
 
-def render(*, store: JobStore | None = None, directory: Path | None = None) -> tuple[bytes, str]:
-    """The Prometheus text exposition and its content type.
-
-    With ``directory`` the samples of every process writing there are summed; without it,
-    this process's own metrics are shown. ``store`` adds the queue depth.
-    """
+def scrape_registry(
+    *, store: JobStore | None = None, directory: Path | None = None
+) -> CollectorRegistry:
+    """What a scrape shows: every process writing to ``directory`` summed (or, without it,
+    this process alone), plus the queue depth from ``store``; read afresh at each scrape."""
     registry = CollectorRegistry(auto_describe=False)
     if directory is not None:
         MultiProcessCollector(registry, path=str(directory))
@@ -246,4 +247,23 @@ def render(*, store: JobStore | None = None, directory: Path | None = None) -> t
         registry.register(_Forward())
     if store is not None:
         registry.register(QueueDepthCollector(store))
-    return generate_latest(registry), CONTENT_TYPE_LATEST
+    return registry
+
+
+def render(*, store: JobStore | None = None, directory: Path | None = None) -> tuple[bytes, str]:
+    """The Prometheus text exposition of :func:`scrape_registry` and its content type."""
+    return generate_latest(scrape_registry(store=store, directory=directory)), CONTENT_TYPE_LATEST
+
+
+def serve(
+    port: int, *, host: str = "0.0.0.0", store: JobStore | None = None, directory: Path | None
+) -> WSGIServer:
+    """Answer Prometheus scrapes on ``host:port`` from a daemon thread; return the server.
+
+    For a worker host without an API (``earshot worker --metrics-port``); ``port=0`` picks a
+    free one (``server.server_port``).
+    """
+    server, _thread = start_http_server(
+        port, addr=host, registry=scrape_registry(store=store, directory=directory)
+    )
+    return server

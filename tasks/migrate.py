@@ -7,6 +7,7 @@ calls it on start, so a SQLite file is always at the newest schema before anythi
 from __future__ import annotations
 
 import fcntl
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,6 +19,8 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import inspect
 
 from tasks.jobs import make_engine
+
+log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
@@ -63,8 +66,12 @@ def upgrade(database_url: str, *, revision: str = "head") -> str | None:
     config = alembic_config(database_url)
     with _sqlite_lock(database_url):
         _adopt_unversioned(database_url, config)
+        before = current(database_url)
         command.upgrade(config, revision)
-    return current(database_url)
+        after = current(database_url)
+    if after != before:
+        log.info("job store schema migrated from revision %s to %s", before, after)
+    return after
 
 
 def _adopt_unversioned(database_url: str, config: Config) -> None:

@@ -13,13 +13,14 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 import pytest
 from celery.worker.request import Request
 from fastapi.testclient import TestClient
 from kombu import Queue as KombuQueue
 from prometheus_client.parser import text_string_to_metric_families
 
-from tasks.metrics import MULTIPROC_ENV, prune_dead_processes
+from tasks.metrics import MULTIPROC_ENV, prune_dead_processes, serve
 from tasks.names import JobStatus, Priority, Queue
 from tests.api.conftest import runtime_of, upload, wav_bytes
 
@@ -179,3 +180,15 @@ def test_prune_keeps_the_files_of_live_processes(tmp_path: Path) -> None:
     live.write_bytes(b"")
     assert prune_dead_processes(tmp_path) == 0
     assert live.exists()
+
+
+def test_worker_host_serves_its_own_scrape(client: TestClient) -> None:
+    assert upload(client, wav_bytes(seed=21), priority=Priority.BATCH.value).status_code == 202
+    server = serve(0, host="127.0.0.1", store=runtime_of(client).jobs, directory=None)
+    try:
+        response = httpx.get(f"http://127.0.0.1:{server.server_port}/metrics", timeout=10)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert response.status_code == 200
+    assert value(response.text, "earshot_queue_depth", priority="batch") == 1

@@ -184,3 +184,18 @@ def test_worker_binds_request_and_job_id_from_the_message(
     # task_postrun put the worker's context back.
     assert (logs.request_id.get(), logs.job_id.get()) == (None, None)
     app.close()
+
+
+def test_a_migration_on_start_is_one_line(tmp_path: Path, root_logging: None) -> None:
+    from tasks.migrate import head, upgrade
+
+    stream = io.StringIO()
+    logs.configure_logging(Settings(log_format="json"), stream=stream)
+    url = f"sqlite:///{tmp_path / 'earshot.db'}"
+
+    upgrade(url)
+    upgrade(url)  # the next start: nothing to do, nothing said
+
+    assert [line["message"] for line in json_lines(stream)] == [
+        f"job store schema migrated from revision None to {head()}"
+    ]
