@@ -1,0 +1,142 @@
+"""Plot endpoints and the web page on the real app (SQLite, local blobs, filesystem:// broker)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tasks.names import RENDER_ERROR_JSON, SPECTROGRAM_PNG, WAVEFORM_JSON, result_prefix
+from tests.api.conftest import finish, runtime_of, upload
+from tests.api.test_analyses import assert_problem
+
+PEAKS = {
+    "version": 2,
+    "channels": 1,
+    "sample_rate": 22050,
+    "samples_per_pixel": 220,
+    "bits": 8,
+    "length": 2,
+    "data": [-128, 127, -3, 4],
+}
+PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 32
+PLOTS = [("waveform.json", "application/json"), ("spectrogram.png", "image/png")]
+
+
+@pytest.fixture
+def done(client: TestClient) -> str:
+    job_id: str = upload(client).json()["id"]
+    finish(client, job_id, document={"summary": {"beats_s": []}})
+    return job_id
+
+
+def draw(client: TestClient, job_id: str) -> None:
+    """Store the plots as the render task does."""
+    blobs = runtime_of(client).blobs
+    blobs.put_bytes(result_prefix(job_id) + SPECTROGRAM_PNG, PNG)
+    blobs.put_bytes(result_prefix(job_id) + WAVEFORM_JSON, json.dumps(PEAKS).encode())
+
+
+@pytest.mark.parametrize(("name", "media_type"), PLOTS)
+def test_a_drawn_plot_is_served_immutable_with_an_etag(
+    client: TestClient, done: str, name: str, media_type: str
+) -> None:
+    draw(client, done)
+    response = client.get(f"/v1/analyses/{done}/{name}")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith(media_type)
+    assert response.headers["cache-control"] == "private, max-age=31536000, immutable"
+    etag = response.headers["etag"]
+    expected = json.dumps(PEAKS).encode() if name == "waveform.json" else PNG
+    assert response.content == expected
+
+    again = client.get(f"/v1/analyses/{done}/{name}", headers={"If-None-Match": etag})
+    assert again.status_code == 304
+    assert again.content == b""
+    other = client.get(f"/v1/analyses/{done}/{name}", headers={"If-None-Match": '"other"'})
+    assert other.status_code == 200
+
+
+@pytest.mark.parametrize(("name", "media_type"), PLOTS)
+def test_a_plot_not_drawn_yet_is_pending(
+    client: TestClient, done: str, name: str, media_type: str
+) -> None:
+    response = client.get(f"/v1/analyses/{done}/{name}")
+    assert_problem(response, 409, "plot_pending")
+    assert response.headers["retry-after"] == "1"
+
+
+def test_a_plot_that_could_not_be_drawn_says_why(client: TestClient, done: str) -> None:
+    error = {"code": "unreadable_audio", "message": "decoding failed: broken frame"}
+    runtime_of(client).blobs.put_bytes(
+        result_prefix(done) + RENDER_ERROR_JSON, json.dumps(error).encode()
+    )
+    response = client.get(f"/v1/analyses/{done}/spectrogram.png")
+    assert_problem(response, 404, "plot_unavailable")
+    assert "broken frame" in response.json()["detail"]
+    assert response.json()["render_error"] == error
+    # The result itself stays available.
+    assert client.get(f"/v1/analyses/{done}/result").status_code == 200
+
+
+def test_plots_of_unfinished_failed_and_unknown_jobs(client: TestClient) -> None:
+    queued = upload(client).json()["id"]
+    assert_problem(client.get(f"/v1/analyses/{queued}/waveform.json"), 409, "not_finished")
+    runtime = runtime_of(client)
+    assert runtime.jobs.mark_running(queued)
+    assert runtime.jobs.mark_failed(queued, code="unreadable_audio", message="not audio")
+    assert_problem(client.get(f"/v1/analyses/{queued}/waveform.json"), 409, "job_failed")
+    canceled = upload(client, filename="b.wav", data=None).json()["id"]
+    client.delete(f"/v1/analyses/{canceled}")
+    assert_problem(client.get(f"/v1/analyses/{canceled}/spectrogram.png"), 409, "job_canceled")
+    assert_problem(client.get(f"/v1/analyses/{'0' * 32}/spectrogram.png"), 404, "not_found")
+
+
+def test_the_job_links_to_its_plots_and_shows_its_webhook(client: TestClient) -> None:
+    created = upload(client, callback_url="https://example.org/hooks").json()
+    assert created["webhook"] == {"url": "https://example.org/hooks", "deliveries": []}
+    assert created["links"]["waveform"] is None
+    finish(client, created["id"], document={})
+    job = client.get(f"/v1/analyses/{created['id']}").json()
+    assert job["links"]["waveform"] == f"/v1/analyses/{created['id']}/waveform.json"
+    assert job["links"]["spectrogram"] == f"/v1/analyses/{created['id']}/spectrogram.png"
+    runtime = runtime_of(client)
+    stored = runtime.jobs.get(created["id"])
+    attempt = {"attempt": 1, "at": "2026-11-24T11:20:04Z", "status_code": 502, "error": "x"}
+    runtime.jobs.set_extra(created["id"], {**stored.extra, "webhook_deliveries": [attempt]})
+    shown = client.get(f"/v1/analyses/{created['id']}").json()["webhook"]["deliveries"]
+    assert shown == [{**attempt, "at": "2026-11-24T11:20:04Z"}]
+    assert upload(client, data=None, filename="c.wav").json()["webhook"] is None
+
+
+@pytest.mark.parametrize("url", ["ftp://example.org/x", "file:///etc/passwd", "javascript:1"])
+def test_a_callback_url_must_be_http(client: TestClient, url: str) -> None:
+    assert_problem(upload(client, callback_url=url), 422, "invalid_request")
+
+
+def test_the_web_page_and_its_files_are_served(client: TestClient) -> None:
+    page = client.get("/")
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+    assert 'id="file-input"' in page.text
+    for name, media_type in [("app.js", "text/javascript"), ("style.css", "text/css")]:
+        assert f"/static/{name}" in page.text
+        response = client.get(f"/static/{name}")
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith(media_type)
+        again = client.get(f"/static/{name}", headers={"If-None-Match": response.headers["etag"]})
+        assert again.status_code == 304
+
+
+@pytest.mark.parametrize("name", ["../app.py", "missing.js", "%2e%2e%2fapp.py", "index.htm"])
+def test_only_the_listed_static_files_are_served(client: TestClient, name: str) -> None:
+    assert client.get(f"/static/{name}").status_code == 404
+
+
+def test_the_page_is_not_in_the_api_schema(client: TestClient) -> None:
+    paths = client.get("/openapi.json").json()["paths"]
+    assert "/" not in paths
+    assert "/v1/analyses/{job_id}/events" in paths
+    assert "/v1/analyses/{job_id}/waveform.json" in paths
