@@ -31,6 +31,7 @@ from tasks.names import (
     upload_key,
 )
 from tasks.runtime import Runtime
+from tasks.webhooks import enqueue_webhook
 
 log = logging.getLogger("earshot.api")
 
@@ -242,7 +243,9 @@ def _register(
         # The job never runs, and the source job keeps its own copy of the same bytes.
         blobs.delete(key)
         log.info("job %s reuses the result of job %s", job.id, source.id)
-        return jobs.get(job.id), True
+        done = jobs.get(job.id)
+        enqueue_webhook(runtime, done)
+        return done, True
 
     try:
         runtime.publish(job)
@@ -450,4 +453,5 @@ def cancel_analysis(job_id: JobId, runtime: RuntimeDep, owner: OwnerDep) -> Anal
         # No worker will ever claim a canceled job, so nobody else would delete its upload; a
         # running job's worker deletes it when it notices the cancellation.
         runtime.blobs.delete(job.upload_key)
+    enqueue_webhook(runtime, job)
     return Analysis.from_job(job)

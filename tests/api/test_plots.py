@@ -7,8 +7,14 @@ import json
 import pytest
 from fastapi.testclient import TestClient
 
-from tasks.names import RENDER_ERROR_JSON, SPECTROGRAM_PNG, WAVEFORM_JSON, result_prefix
-from tests.api.conftest import finish, runtime_of, upload
+from tasks.names import (
+    RENDER_ERROR_JSON,
+    SPECTROGRAM_PNG,
+    WAVEFORM_JSON,
+    WEBHOOK_TASK,
+    result_prefix,
+)
+from tests.api.conftest import finish, queued_messages, runtime_of, upload
 from tests.api.test_analyses import assert_problem
 
 PEAKS = {
@@ -140,3 +146,26 @@ def test_the_page_is_not_in_the_api_schema(client: TestClient) -> None:
     assert "/" not in paths
     assert "/v1/analyses/{job_id}/events" in paths
     assert "/v1/analyses/{job_id}/waveform.json" in paths
+
+
+def webhook_messages(client: TestClient) -> list[object]:
+    return [
+        m["body"][0][0]  # type: ignore[index]
+        for m in queued_messages(client)
+        if m["headers"]["task"] == WEBHOOK_TASK  # type: ignore[index]
+    ]
+
+
+def test_a_cancel_queues_the_webhook(client: TestClient) -> None:
+    job_id = upload(client, callback_url="http://127.0.0.1:9/hook").json()["id"]
+    assert webhook_messages(client) == []
+    assert client.delete(f"/v1/analyses/{job_id}").status_code == 200
+    assert webhook_messages(client) == [job_id]
+
+
+def test_a_result_from_cache_queues_the_webhook(client: TestClient) -> None:
+    first = upload(client).json()["id"]
+    finish(client, first, document={})
+    again = upload(client, callback_url="http://127.0.0.1:9/hook").json()
+    assert again["cached"] is True
+    assert webhook_messages(client) == [again["id"]]
