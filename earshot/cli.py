@@ -1,6 +1,7 @@
 """The ``earshot`` command: one subcommand per routine job.
 
-Each subcommand lives in its own module with ``add_arguments(parser)`` and ``run(args) -> int``
+Each subcommand lives in its own module with ``add_arguments(name, parser)`` and
+``run(name, args) -> int``
 and is imported only when used, so ``earshot submit`` never pays for importing librosa.
 """
 
