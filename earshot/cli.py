@@ -1,8 +1,8 @@
 """The ``earshot`` command: one subcommand per routine job.
 
 Each subcommand lives in its own module with ``add_arguments(name, parser)`` and
-``run(name, args) -> int``
-and is imported only when used, so ``earshot submit`` never pays for importing librosa.
+``run(name, args) -> int``, and is imported only when used, so ``earshot submit`` never pays
+for importing librosa.
 """
 
 from __future__ import annotations
