@@ -187,10 +187,25 @@ def unbind_task_context(task_id: str | None = None, **_: Any) -> None:
             var.set(None)
 
 
+def keep_our_logging(**_: Any) -> None:
+    """``setup_logging``: a connected receiver tells a Celery worker to leave logging alone.
+
+    Otherwise Celery gives its pool-process logger a handler and format of its own, and the
+    lines about pool processes come out as plain text among the JSON.
+    """
+    from celery.utils.log import get_multiprocessing_logger
+
+    pool_logger = get_multiprocessing_logger()
+    if pool_logger is not None:
+        # It never propagates to the root logger: hand it the root's handlers instead.
+        pool_logger.handlers = list(logging.getLogger().handlers)
+
+
 def install_celery_hooks() -> None:
-    """Connect the publish and prerun/postrun hooks (idempotent; Celery signals are global)."""
-    from celery.signals import before_task_publish, task_postrun, task_prerun
+    """Connect the publish, prerun/postrun and logging hooks (idempotent: signals are global)."""
+    from celery.signals import before_task_publish, setup_logging, task_postrun, task_prerun
 
     before_task_publish.connect(add_request_id_header, weak=False, dispatch_uid="earshot.logs")
     task_prerun.connect(bind_task_context, weak=False, dispatch_uid="earshot.logs")
     task_postrun.connect(unbind_task_context, weak=False, dispatch_uid="earshot.logs")
+    setup_logging.connect(keep_our_logging, weak=False, dispatch_uid="earshot.logs")

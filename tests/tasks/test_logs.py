@@ -199,3 +199,24 @@ def test_a_migration_on_start_is_one_line(tmp_path: Path, root_logging: None) ->
     assert [line["message"] for line in json_lines(stream)] == [
         f"job store schema migrated from revision None to {head()}"
     ]
+
+
+def test_a_worker_keeps_our_handlers_for_its_pool_lines(tmp_path: Path, root_logging: None) -> None:
+    settings = Settings(data_dir=tmp_path / "var", log_format="json")
+    stream = io.StringIO()
+    ours = logs.configure_logging(settings, stream=stream)
+    app = make_celery(settings)
+
+    # What `celery worker` does at start, before the pool forks.
+    app.log.setup(loglevel="INFO", redirect_stdouts=False)
+
+    from celery.utils.log import get_multiprocessing_logger
+
+    assert logging.getLogger().handlers == [ours]
+    pool_logger = get_multiprocessing_logger()
+    assert pool_logger is not None
+    pool_logger.error("Process 'ForkPoolWorker-1' exited")
+    (line,) = json_lines(stream)
+    assert line["message"] == "Process 'ForkPoolWorker-1' exited"
+    pool_logger.handlers = []
+    app.close()
