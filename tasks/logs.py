@@ -138,9 +138,6 @@ def log_context(*, request: str | None = None, job: str | None = None) -> Iterat
             var.reset(token)
 
 
-# -- Celery: the request id travels in the message headers ------------------------------------
-
-
 def add_request_id_header(headers: dict[str, Any] | None = None, **_: Any) -> None:
     """``before_task_publish``: copy the current request id into the message headers."""
     current = request_id.get()

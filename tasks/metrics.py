@@ -38,7 +38,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 
 from tasks.jobs import JobRow, JobStore
-from tasks.names import JobStatus, Priority
+from tasks.names import ANALYZE_TASK, JobStatus, Priority
 from tasks.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -64,9 +64,6 @@ def metric[M: MetricWrapperBase](
     if not isinstance(found, kind):
         raise TypeError(f"metric {name!r} is a {type(found).__name__}, not a {kind.__name__}")
     return found
-
-
-# -- multiprocess mode ----------------------------------------------------------------------
 
 
 def multiprocess_dir() -> Path | None:
@@ -117,9 +114,6 @@ def _alive(pid: int) -> bool:
     return True
 
 
-# -- worker metrics -------------------------------------------------------------------------
-
-
 def jobs_finished() -> Counter:
     return metric(
         Counter,
@@ -159,8 +153,6 @@ def observe_analysis(*, seconds: float, audio_seconds: float) -> None:
         analysis_realtime_factor().observe(seconds / audio_seconds)
 
 
-# -- Celery hooks ---------------------------------------------------------------------------
-
 _started: dict[str, float] = {}
 _FINISHED = frozenset(s.value for s in JobStatus if s.finished)
 
@@ -184,8 +176,9 @@ def _task_finished(
     queue = _queue_of(task)
     if started is not None:
         task_duration().labels(task=task.name, queue=queue).observe(time.perf_counter() - started)
-    # The analyze task returns the job's status; a retry returns an exception instead.
-    if isinstance(retval, str) and retval in _FINISHED:
+    # The analyze task returns the job's status (other tasks return their own words, such as
+    # a render's "failed"); a retry returns an exception instead.
+    if task.name == ANALYZE_TASK and isinstance(retval, str) and retval in _FINISHED:
         record_job_finished(retval, queue=queue)
 
 
@@ -195,9 +188,6 @@ def install_celery_hooks() -> None:
 
     task_prerun.connect(_task_started, weak=False, dispatch_uid="earshot.metrics")
     task_postrun.connect(_task_finished, weak=False, dispatch_uid="earshot.metrics")
-
-
-# -- the scrape -----------------------------------------------------------------------------
 
 
 class QueueDepthCollector(Collector):

@@ -21,7 +21,7 @@ from kombu import Queue as KombuQueue
 from prometheus_client.parser import text_string_to_metric_families
 
 from tasks.metrics import MULTIPROC_ENV, prune_dead_processes, serve
-from tasks.names import JobStatus, Priority, Queue
+from tasks.names import ANALYZE_TASK, JobStatus, Priority, Queue
 from tests.api.conftest import runtime_of, upload, wav_bytes
 
 REPO = Path(__file__).resolve().parents[2]
@@ -111,29 +111,55 @@ def test_queue_depth_counts_queued_jobs_per_priority(client: TestClient) -> None
     assert value(text, "earshot_queue_depth", priority="batch") == 1
 
 
-def test_worker_counts_a_finished_job_and_times_the_task(client: TestClient) -> None:
-    runtime = runtime_of(client)
-    app = runtime.celery
+def deliver_one(client: TestClient, queue: Queue) -> None:
+    """Take the next message off the filesystem:// broker and run it as a worker would."""
+    app = runtime_of(client).celery
+    with app.connection_for_read() as conn:
+        message = KombuQueue(queue.value, routing_key=queue.value)(conn.default_channel).get(
+            no_ack=True
+        )
+        assert message is not None
+        Request(message, app=app, task=app.tasks[message.headers["task"]]).execute()
 
-    @app.task(name="earshot.test.fail_job")
-    def fail_job(job_id: str) -> str:
-        return JobStatus.FAILED.value
+
+def test_worker_counts_a_finished_job_and_times_the_task(client: TestClient) -> None:
+    import tasks.analyze  # noqa: F401 - registers earshot.analyze, as a worker does
+
+    answer = upload(client, wav_bytes(seed=31), priority=Priority.BATCH.value)
+    runtime_of(client).jobs.cancel(answer.json()["id"])
+    before = scrape(client)
+
+    # The real task on the real message: it finds the job canceled and drops it.
+    deliver_one(client, Queue.BATCH)
+
+    after = scrape(client)
+    canceled = {"status": "canceled", "queue": Queue.BATCH.value}
+    assert value(after, "earshot_jobs_finished_total", **canceled) == (
+        value(before, "earshot_jobs_finished_total", **canceled) + 1
+    )
+    timed = {"task": ANALYZE_TASK, "queue": Queue.BATCH.value}
+    assert value(after, "earshot_task_duration_seconds_count", **timed) == (
+        value(before, "earshot_task_duration_seconds_count", **timed) + 1
+    )
+
+
+def test_only_the_analyze_task_counts_jobs(client: TestClient) -> None:
+    app = runtime_of(client).celery
+
+    @app.task(name="earshot.test.other")
+    def other(job_id: str) -> str:
+        return JobStatus.FAILED.value  # a word that is also a job state, from another task
 
     before = scrape(client)
-    app.send_task("earshot.test.fail_job", args=["job-1"], queue=Queue.BATCH.value)
-    with app.connection_for_read() as conn:
-        message = KombuQueue(Queue.BATCH.value, routing_key=Queue.BATCH.value)(
-            conn.default_channel
-        ).get(no_ack=True)
-        assert message is not None
-        Request(message, app=app, task=fail_job).execute()
+    app.send_task("earshot.test.other", args=["job-1"], queue=Queue.BATCH.value)
+    deliver_one(client, Queue.BATCH)
     after = scrape(client)
 
     failed = {"status": "failed", "queue": Queue.BATCH.value}
-    assert value(after, "earshot_jobs_finished_total", **failed) == (
-        value(before, "earshot_jobs_finished_total", **failed) + 1
+    assert value(after, "earshot_jobs_finished_total", **failed) == value(
+        before, "earshot_jobs_finished_total", **failed
     )
-    timed = {"task": "earshot.test.fail_job", "queue": Queue.BATCH.value}
+    timed = {"task": "earshot.test.other", "queue": Queue.BATCH.value}
     assert value(after, "earshot_task_duration_seconds_count", **timed) == (
         value(before, "earshot_task_duration_seconds_count", **timed) + 1
     )
