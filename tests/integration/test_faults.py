@@ -452,7 +452,12 @@ def test_a_file_that_kills_the_worker_every_time_fails_after_max_attempts(
 ) -> None:
     c = cluster(n_workers=1, max_attempts=3)
     sub = Submitter(c, "poison")
-    job_id = sub.submit(seconds=120.0)
+    # A client retries a 503 as told (Retry-After); the job must be accepted in a few tries.
+    job_id = None
+    for _ in range(5):
+        if (job_id := sub.submit(seconds=120.0)) is not None:
+            break
+        time.sleep(1.0)
     assert job_id is not None
     worker = c.workers[0]
     killed_attempts: set[int] = set()
