@@ -398,6 +398,7 @@ def render(
     argv: list[str],
     started: datetime.datetime,
     elapsed_s: float,
+    load_at_start: float,
     cpu: int,
     ref_sha: str | None,
     source: str,
@@ -421,7 +422,8 @@ def render(
         f"| Single core | pinned to CPU {cpu}; {', '.join(THREAD_VARS)} = 1 |",
         f"| Files | {source}: {len(tracks)} files, {minutes:.1f} min of audio |",
         f"| Warm-up (not counted) | `{warmup.path.name}` ({warmup.duration_s:.0f} s) |",
-        f"| Bench took | {elapsed_s / 60:.1f} min |",
+        f"| Bench took | {elapsed_s / 60:.1f} min; load average {load_at_start:.1f} at start, "
+        f"{os.getloadavg()[0]:.1f} at end |",
         "",
         "### Whole file set, one process per pipeline",
         "",
@@ -442,6 +444,14 @@ def render(
             f"| {meas.import_s:.2f} |"
         )
     earshot, tutorial = table["earshot"], table["tutorial"]
+    measured = [m for m in table.values() if not m.skipped]
+    wall, cpu_total = sum(m.wall_s for m in measured), sum(m.cpu_s for m in measured)
+    if cpu_total and wall > 1.15 * cpu_total:
+        lines += [
+            "",
+            f"Wall time exceeded CPU time by {wall / cpu_total - 1:.0%}: other processes "
+            "competed for the pinned CPU during this run, so trust the CPU columns.",
+        ]
     lines += [
         "",
         "| ratio (totals) | wall | CPU | target |",
@@ -562,6 +572,7 @@ def main(argv: list[str] | None = None) -> int:
 
     started = datetime.datetime.now(datetime.UTC)
     t0 = time.perf_counter()
+    load_at_start = os.getloadavg()[0]
     cpu = args.cpu if args.cpu is not None else pick_cpu()
     ref_sha = None
     runner = Runner(cpu)
@@ -622,6 +633,7 @@ def main(argv: list[str] | None = None) -> int:
         argv=argv,
         started=started,
         elapsed_s=time.perf_counter() - t0,
+        load_at_start=load_at_start,
         cpu=cpu,
         ref_sha=ref_sha,
         source=source,
