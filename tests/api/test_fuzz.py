@@ -9,6 +9,7 @@ run, at most MAX_EXAMPLES per operation.
 
 from __future__ import annotations
 
+import atexit
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -33,6 +34,7 @@ KEY = "fuzz-key-0123456789"
 # fixture loader does not support pytest 9), so the app and its data folder are made here and
 # removed by the module fixture below.
 DATA_DIR = Path(tempfile.mkdtemp(prefix="earshot-fuzz-"))
+atexit.register(shutil.rmtree, DATA_DIR, ignore_errors=True)  # also when the tests are deselected
 APP = create_app(Settings(data_dir=DATA_DIR / "var", api_keys=KEY))
 schema = schemathesis.openapi.from_asgi("/openapi.json", APP)
 
@@ -49,7 +51,6 @@ def running_app() -> Iterator[None]:
         assert r.status_code == 202, r.text
         finish(client, r.json()["id"], document={"bpm": 120.0})
         yield
-    shutil.rmtree(DATA_DIR, ignore_errors=True)
 
 
 # "A schema-valid request is accepted" cannot hold here: the schema cannot say that the file's
