@@ -207,7 +207,18 @@ def warm_up() -> None:
     if warmup is None:
         return
     started = time.monotonic()
-    warmup()
+    cache = os.environ.get("NUMBA_CACHE_DIR")
+    if not cache:
+        warmup()
+    else:
+        import fcntl
+
+        # Worker pools sharing a cold NUMBA_CACHE_DIR crash (SIGSEGV) when they JIT-compile
+        # and write it at the same time; they take turns, and the later ones load the cache.
+        Path(cache).mkdir(parents=True, exist_ok=True)
+        with open(Path(cache) / ".earshot-warmup.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            warmup()
     log.info("analysis warmed up in %.1f s", time.monotonic() - started)
 
 
