@@ -27,7 +27,7 @@ STATIC = {
 # to an API it does not know.
 CACHE_CONTROL = "no-cache"
 # The page loads nothing from elsewhere; blob: URLs are the fetched plots.
-CSP = "default-src 'self'; img-src 'self' blob:; object-src 'none'; base-uri 'none'"
+CSP = "default-src 'self'; img-src 'self' blob: data:; object-src 'none'; base-uri 'none'"
 
 
 @lru_cache(maxsize=len(STATIC))
