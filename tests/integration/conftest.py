@@ -143,8 +143,18 @@ def submit_file(runtime: Runtime, path: Path, *, priority: Priority = Priority.I
     return job
 
 
-def wait_finished(runtime: Runtime, job_id: str, *, timeout: float = WAIT_S) -> Job:
+def wait_finished(
+    runtime: Runtime,
+    job_id: str,
+    *,
+    timeout: float = WAIT_S,
+    services: tuple[Service, ...] = (),
+) -> Job:
+    """The job once finished; fails at once (with its log) if one of ``services`` died."""
+
     def probe() -> Job | None:
+        for service in services:
+            service.assert_alive()
         job = runtime.jobs.get(job_id)
         return job if job.status.finished else None
 

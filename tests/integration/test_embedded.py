@@ -109,6 +109,7 @@ def test_upload_over_http_to_downloaded_result(dev: Dev) -> None:
         assert answer.json()["status"] in ("queued", "running", "succeeded")
 
         def finished() -> dict | None:
+            dev.service.assert_alive()
             job = client.get(location).json()
             return job if job["status"] in ("succeeded", "failed", "canceled") else None
 
@@ -130,7 +131,7 @@ def test_upload_over_http_to_downloaded_result(dev: Dev) -> None:
 def test_job_published_through_runtime_is_analysed(dev: Dev, runtime: Runtime) -> None:
     job = submit_file(runtime, SAMPLES / "sine440.flac")
 
-    done = wait_finished(runtime, job.id)
+    done = wait_finished(runtime, job.id, services=(dev.service,))
 
     assert done.status is JobStatus.SUCCEEDED, (done.error_code, done.error_message)
     assert done.attempts == 1
@@ -147,7 +148,7 @@ def test_invalid_audio_fails_with_its_code(dev: Dev, runtime: Runtime, tmp_path:
     broken.write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt " + b"\x00" * 200)
     job = submit_file(runtime, broken)
 
-    done = wait_finished(runtime, job.id)
+    done = wait_finished(runtime, job.id, services=(dev.service,))
 
     assert done.status is JobStatus.FAILED
     assert done.error_code and done.error_code != "internal_error", done.error_message

@@ -78,9 +78,7 @@ def cluster(
         for queue in Queue:
             priority = Priority.BATCH if queue is Queue.BATCH else Priority.INTERACTIVE
             job = submit_file(runtime, REPO / "samples" / "sine440.wav", priority=priority)
-            for worker in workers:
-                worker.assert_alive()
-            done = wait_finished(runtime, job.id)
+            done = wait_finished(runtime, job.id, services=tuple(workers))
             assert done.status is JobStatus.SUCCEEDED, done.error_message
         yield Cluster(settings, env, root)
     finally:
