@@ -40,8 +40,8 @@ class Settings(BaseSettings):
         8 * 1024**3, description="Most bytes the decoded audio may take (float32, native rate)."
     )
 
-    task_soft_time_limit_s: int = Field(1800, description="Soft time limit of one analysis task.")
-    task_time_limit_s: int = Field(1900, description="Hard time limit (below broker timeout).")
+    task_soft_time_limit_s: int = Field(1500, description="Soft time limit of one analysis task.")
+    task_time_limit_s: int = Field(1700, description="Hard time limit (below broker timeout).")
     task_max_attempts: int = Field(3, description="Deliveries before a job is failed for good.")
     worker_concurrency: int = Field(1, description="Processes per worker pool.")
     worker_max_memory_mb: int = Field(
