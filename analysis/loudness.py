@@ -161,10 +161,10 @@ def _k_weighted_steps(
     The float64 arithmetic of ``scipy.signal.sosfilt`` (two biquads, transposed direct form
     II), restructured for speed: a biquad is a chain of dependent multiply-adds, so two
     channels are filtered in the same pass (two independent chains run in the time of one),
-    and no filtered copy of the block is written: ~2 ns per sample
-    and channel instead of sosfilt's ~4 (measured on 44.1 kHz stereo). ``zi`` (2 sections, 2, channels) and ``partial`` (energy and
-    sample count of the unfinished step) carry over between calls; the energies of the steps
-    completed go to ``out`` and their count is returned.
+    and no filtered copy of the block is written: ~2 ns per sample and channel instead of
+    sosfilt's ~4 (measured on 44.1 kHz stereo). ``zi`` (2 sections, 2, channels) and
+    ``partial`` (energy and sample count of the unfinished step) carry over between calls;
+    the energies of the steps completed go to ``out`` and their count is returned.
     """
     n, channels = x.shape
     b00, b01, b02, a01, a02 = sos[0, 0], sos[0, 1], sos[0, 2], sos[0, 4], sos[0, 5]
