@@ -420,22 +420,28 @@ def test_sigkill_mid_task_is_redelivered_and_finishes_once(
     for _ in range(24):
         sub.submit(seconds=60.0)
     kills = whole = 0
-    rounds = 0
-    while not all(j.status.finished for j in sub.jobs()) and rounds < 20:
-        rounds += 1
-        time.sleep(1.0)
+    # Poll often (an analysis of these files takes well under a second on a quiet machine, so
+    # a slow poll would rarely see one running), but kill at most once a second so jobs progress.
+    deadline = time.monotonic() + 180
+    last_kill = 0.0
+    while not all(j.status.finished for j in sub.jobs()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+        if time.monotonic() - last_kill < 1.0:
+            continue
         busy = [w for w in c.workers if w.pool()]
         running = [j for j in sub.jobs() if j.status is JobStatus.RUNNING]
         if not running or not busy:
             continue
-        victim = random.Random(rounds).choice(busy)
-        if rounds % 4 == 0:
+        victim = random.Random(kills + whole).choice(busy)
+        if (kills + whole) % 4 == 3:
             # The whole worker dies: RabbitMQ hands its unacknowledged message to the other.
             victim.kill_all()
             whole += 1
             victim.start()
-        else:
-            kills += victim.kill_pool()
+            last_kill = time.monotonic()
+        elif n := victim.kill_pool():
+            kills += n
+            last_kill = time.monotonic()
     sub.drain()
     tally = sub.count(services)
     tally.notes.append(f"pool_kills={kills} worker_kills={whole}")
