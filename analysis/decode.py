@@ -133,13 +133,17 @@ class AudioSource:
             sample_rate=rate, channels=channels, frames=frames, format=fmt, codec=str(ctx.name)
         )
 
-    def blocks(self) -> Iterator[np.ndarray]:
+    def blocks(self, *, start: int = 0) -> Iterator[np.ndarray]:
         """Yield float32 blocks of shape (n, channels) at the native rate.
+
+        ``start`` skips to that sample (per channel) first: a seek where libsndfile decodes
+        the file, a decode-and-drop through PyAV (whose seeks land on packet boundaries, and
+        a chunk of a long file must start on the exact sample).
 
         Raises ``DurationExceeded`` / ``DecodedSizeExceeded`` as soon as the running count
         passes a limit, ``EmptyAudio`` if nothing decodes, ``UnreadableAudio`` on decoder errors.
         """
-        raw = self._sf_blocks() if self._sf is not None else self._av_blocks()
+        raw = self._sf_blocks(start) if self._sf is not None else _skip(self._av_blocks(), start)
         rate, channels = self.info.sample_rate, self.info.channels
         max_frames = (self.limits.max_duration_s + _DURATION_SLACK_S) * rate
         max_bytes = self.limits.max_decoded_bytes
@@ -162,9 +166,14 @@ class AudioSource:
         if decoded == 0:
             raise EmptyAudio("no samples could be decoded (zero-length audio)")
 
-    def _sf_blocks(self) -> Iterator[np.ndarray]:
+    def _sf_blocks(self, start: int) -> Iterator[np.ndarray]:
         assert self._sf is not None
         f = self._sf
+        if start:
+            try:
+                f.seek(start)
+            except (sf.LibsndfileError, RuntimeError) as exc:
+                raise UnreadableAudio(f"seeking to sample {start} failed: {exc}") from exc
         while True:
             try:
                 block = f.read(BLOCK_FRAMES, dtype="float32", always_2d=True)
@@ -189,6 +198,16 @@ class AudioSource:
                 yield _planar(out, self.info.channels)
         except av.FFmpegError as exc:
             raise UnreadableAudio(f"decoding failed: {_reason(exc)}") from exc
+
+
+def _skip(blocks: Iterator[np.ndarray], start: int) -> Iterator[np.ndarray]:
+    """The samples of ``blocks`` from sample ``start`` on."""
+    for block in blocks:
+        if start >= block.shape[0]:
+            start -= block.shape[0]
+            continue
+        yield block[start:] if start else block
+        start = 0
 
 
 def _reason(exc: Exception) -> str:
