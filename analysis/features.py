@@ -12,11 +12,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import librosa
+import numba
 import numpy as np
 import scipy.fft
+import scipy.sparse
 
-# Frames per STFT chunk: ~47 s at hop 512 and 22050 Hz, 17 MB of complex64 spectrum.
+# Frames per STFT chunk: ~47 s at hop 512 and 22050 Hz. Spectral contrast's dB floor is
+# relative to the chunk's loudest frame, as if spectral_contrast were called per chunk.
 CHUNK_FRAMES = 2048
+# Frames whose spectrum is computed and reduced at a time: 256 x 1025 float32 is 1 MB, so
+# each pass over it stays in the CPU's cache (2048 at a time ran ~2x slower). Performance
+# only; results do not depend on it.
+BLOCK_FRAMES = 256
 SERIES = (
     "rms",
     "zero_crossing_rate",
@@ -37,6 +44,14 @@ MEL_RANGE_DB = 80.0
 # Spectral frames with less energy than this are silent: their centroid etc. are set to 0
 # instead of the 0/0 that librosa's ratios would give.
 _MIN_POWER = 1e-10
+# float32 x < this exactly when float64(x) < -1e-10: librosa's zero-crossing test, which
+# treats |x| <= 1e-10 as zero, without converting the signal to float64.
+_NEGATIVE_BELOW = np.nextafter(np.float32(-1e-10), np.float32(0.0))
+# librosa.feature.spectral_contrast's defaults.
+CONTRAST_FMIN = 200.0
+CONTRAST_BANDS = 6
+CONTRAST_QUANTILE = 0.02
+ROLL_PERCENT = 0.85
 
 
 @dataclass
@@ -117,9 +132,18 @@ class FeatureExtractor:
         self.chunk_frames = chunk_frames
         self.n_samples = 0
         self._freqs = librosa.fft_frequencies(sr=sr, n_fft=n_fft)
-        self._mel_basis = librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels)
-        self._mel_floor_db = _full_scale_mel_db(self._mel_basis, sr, n_fft) - MEL_RANGE_DB
-        self._chroma_basis: np.ndarray | None = None
+        # Sum, first and second moment of frequency in one (bins, 3) product per block, in
+        # float64: the bandwidth is their difference E[f^2] - E[f]^2, which float32 would
+        # round visibly for a pure tone (librosa computes it in float64 too).
+        self._moments = np.stack([np.ones_like(self._freqs), self._freqs, self._freqs**2], axis=1)
+        self._window = librosa.filters.get_window("hann", n_fft, fftbins=True)
+        mel_basis = librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels)
+        self._mel_floor_db = _full_scale_mel_db(mel_basis, sr, n_fft) - MEL_RANGE_DB
+        # A mel filter covers a few adjacent bins: ~2 nonzeros per bin instead of n_mels, so
+        # the sparse product is ~60x fewer multiply-adds than the dense one.
+        self._mel_T = scipy.sparse.csr_array(mel_basis.T.astype(np.float32))
+        self._contrast_bands = _contrast_bands(self._freqs, sr)
+        self._chroma_T: np.ndarray | None = None
         self._tuning = 0.0
         self._prev_mel_db: np.ndarray | None = None
         self._parts: dict[str, list[np.ndarray]] = {name: [] for name in SERIES}
@@ -179,52 +203,28 @@ class FeatureExtractor:
         self._buf_len += n
 
     def _process(self, f1: int) -> None:
-        f0, n_fft, hop, sr = self._next_frame, self.n_fft, self.hop_length, self.sr
+        f0, n_fft, hop = self._next_frame, self.n_fft, self.hop_length
         start = f0 * hop - n_fft // 2 - self._buf_start
         stop = (f1 - 1) * hop - n_fft // 2 + n_fft - self._buf_start
         seg = self._buf[start:stop]
-        D = librosa.stft(seg, n_fft=n_fft, hop_length=hop, center=False)
-        S = np.abs(D)
-        del D
-        power = S * S
-        voiced = power.sum(axis=0) > _MIN_POWER
-
-        if self._chroma_basis is None and (np.any(voiced) or f1 * hop >= self.n_samples):
-            # Tuning is estimated once, from the first chunk with sound: chroma_stft's per-call
-            # estimate is its slow path, and tuning does not drift within a recording.
-            self._tuning = _estimate_tuning(S[:, voiced][:, :TUNING_FRAMES], sr, n_fft)
-            # float32 like the spectrum: a float64 basis would upcast every chunk.
-            self._chroma_basis = librosa.filters.chroma(
-                sr=sr, n_fft=n_fft, tuning=self._tuning
-            ).astype(np.float32)
+        # Frames as rows of a strided view: frame t of the chunk starts at seg[t * hop].
+        frames = np.lib.stride_tricks.sliding_window_view(seg, n_fft)[::hop]
+        if self._chroma_T is None:
+            self._find_tuning(frames, last=f1 * hop >= self.n_samples)
 
         rms, zcr = _time_domain(seg, n_fft, hop)
         self._parts["rms"].append(rms)
         self._parts["zero_crossing_rate"].append(zcr)
-        for name, values in _spectral_shape(S, power, self._freqs).items():
-            self._parts[name].append(np.where(voiced, values, 0.0))
-        self._contrast.add(
-            librosa.feature.spectral_contrast(S=S, sr=sr, freq=self._freqs, n_fft=n_fft)[:, voiced]
-        )
-
-        # power_to_db(ref=1, amin=1e-10, top_db=None), written out to skip its input checks.
-        mel_db = np.maximum(
-            10.0 * np.log10(np.maximum(self._mel_basis @ power, 1e-10)), self._mel_floor_db
-        )
-        self._mfcc.add(scipy.fft.dct(mel_db, axis=0, type=2, norm="ortho")[: self.n_mfcc])
-        # Onset strength as librosa computes it: mean positive change of log-mel per frame,
-        # carried across chunk boundaries.
-        previous = mel_db[:, :1] if self._prev_mel_db is None else self._prev_mel_db
-        diff = np.diff(np.concatenate([previous, mel_db], axis=1), axis=1)
-        self._parts["onset_strength"].append(np.maximum(diff, 0.0).mean(axis=0))
-        self._prev_mel_db = mel_db[:, -1:]
-
-        if self._chroma_basis is not None:
-            chroma = self._chroma_basis @ power
-            # chroma_stft's max-normalisation per frame; silent frames stay (near) zero.
-            peak = chroma.max(axis=0)
-            chroma /= np.where(peak > _MIN_POWER, peak, 1.0)
-            self._chroma.add(chroma[:, voiced])
+        n = f1 - f0
+        voiced = np.empty(n, dtype=bool)
+        valley = np.empty((n, len(self._contrast_bands)))
+        peak = np.empty_like(valley)
+        for b0 in range(0, n, BLOCK_FRAMES):
+            b1 = min(b0 + BLOCK_FRAMES, n)
+            self._spectral_block(frames[b0:b1], voiced[b0:b1], valley[b0:b1], peak[b0:b1])
+        # power_to_db's top_db is relative to the largest value of the chunk, as when
+        # spectral_contrast is called on it.
+        self._contrast.add((_power_to_db(peak) - _power_to_db(valley))[voiced].T)
 
         # Drop the samples no later frame needs.
         keep_from = f1 * hop - n_fft // 2 - self._buf_start
@@ -233,6 +233,76 @@ class FeatureExtractor:
         self._buf_start += keep_from
         self._buf_len = remaining
         self._next_frame = f1
+
+    def _magnitude(self, frames: np.ndarray) -> np.ndarray:
+        """|STFT| of (frames, n_fft) rows as (frames, bins) float32.
+
+        As librosa: the windowed frames are transformed in float64, and the magnitude kept
+        in float32. A float32 FFT would be twice as fast, but its rounding noise sits ~140 dB
+        below a frame's peak, which is where the top band's spectral-contrast valleys (the
+        bins soxr's anti-aliasing filter emptied) lie.
+        """
+        spectrum = scipy.fft.rfft(frames * self._window, axis=1, workers=1, overwrite_x=True)
+        return np.abs(spectrum).astype(np.float32)
+
+    def _find_tuning(self, frames: np.ndarray, *, last: bool) -> None:
+        """Estimate tuning from the first ``TUNING_FRAMES`` frames with sound in ``frames``.
+
+        Tuning is estimated once, from the first chunk with sound: chroma_stft's per-call
+        estimate is its slow path, and tuning does not drift within a recording.
+        """
+        found: list[np.ndarray] = []
+        count = 0
+        for b0 in range(0, frames.shape[0], BLOCK_FRAMES):
+            S = self._magnitude(frames[b0 : b0 + BLOCK_FRAMES])
+            sound = S[(S * S).sum(axis=1) > _MIN_POWER]
+            found.append(sound[: TUNING_FRAMES - count])
+            count += found[-1].shape[0]
+            if count >= TUNING_FRAMES:
+                break
+        if count == 0 and not last:
+            return
+        S = np.concatenate(found) if found else np.zeros((0, self._freqs.size), np.float32)
+        self._tuning = _estimate_tuning(S.T, self.sr, self.n_fft)
+        # float32 like the spectrum: a float64 basis would upcast every chunk.
+        self._chroma_T = np.ascontiguousarray(
+            librosa.filters.chroma(sr=self.sr, n_fft=self.n_fft, tuning=self._tuning).T,
+            dtype=np.float32,
+        )
+
+    def _spectral_block(
+        self, frames: np.ndarray, voiced: np.ndarray, valley: np.ndarray, peak: np.ndarray
+    ) -> None:
+        """Every spectral feature of a few consecutive frames, while they are in cache.
+
+        Frames are rows (frames x bins, each frame contiguous), so every per-frame reduction
+        reads memory in order. Fills ``voiced`` and the contrast ``valley`` / ``peak``
+        (converted to dB once per chunk); appends to the series and moments.
+        """
+        S = self._magnitude(frames)
+        power = S * S
+        np.greater(power.sum(axis=1), _MIN_POWER, out=voiced)
+        for name, values in _spectral_shape(S, power, self._freqs, self._moments).items():
+            self._parts[name].append(np.where(voiced, values, 0.0))
+        _contrast_extremes(S, self._contrast_bands, valley, peak)
+
+        # power_to_db(ref=1, amin=1e-10, top_db=None), written out to skip its input checks.
+        mel = power @ self._mel_T
+        mel_db = np.maximum(10.0 * np.log10(np.maximum(mel, 1e-10)), self._mel_floor_db)
+        self._mfcc.add(scipy.fft.dct(mel_db, axis=1, type=2, norm="ortho")[:, : self.n_mfcc].T)
+        # Onset strength as librosa computes it: mean positive change of log-mel per frame,
+        # carried across chunk boundaries.
+        previous = mel_db[:1] if self._prev_mel_db is None else self._prev_mel_db
+        diff = np.diff(np.concatenate([previous, mel_db], axis=0), axis=0)
+        self._parts["onset_strength"].append(np.maximum(diff, 0.0).mean(axis=1))
+        self._prev_mel_db = mel_db[-1:]
+
+        if self._chroma_T is not None:
+            chroma = power @ self._chroma_T
+            # chroma_stft's max-normalisation per frame; silent frames stay (near) zero.
+            top = chroma.max(axis=1, keepdims=True)
+            chroma /= np.where(top > _MIN_POWER, top, 1.0)
+            self._chroma.add(chroma[voiced].T)
 
 
 def spectral_features(
@@ -273,46 +343,161 @@ def spectral_features(
 
 
 def _time_domain(seg: np.ndarray, n_fft: int, hop_length: int) -> tuple[np.ndarray, np.ndarray]:
-    """RMS and zero-crossing rate of every frame of ``seg`` (uncentred), from running sums.
+    """RMS and zero-crossing rate of every frame of ``seg`` (uncentred).
 
-    Equal to ``librosa.feature.rms`` / ``zero_crossing_rate`` over the same frames, in O(n)
-    instead of materialising an (n_fft, n_frames) array per feature.
+    Equal to ``librosa.feature.rms`` / ``zero_crossing_rate`` over the same frames, from
+    per-hop sums (a frame is ``n_fft // hop_length`` consecutive hops) instead of an
+    (n_fft, n_frames) array per feature.
     """
-    x = seg.astype(np.float64)
-    starts = np.arange(0, seg.shape[0] - n_fft + 1, hop_length)
-    energy = np.concatenate([[0.0], np.cumsum(x * x)])
-    rms = np.sqrt(np.maximum(energy[starts + n_fft] - energy[starts], 0.0) / n_fft)
+    n = (seg.shape[0] - n_fft) // hop_length + 1
     # librosa counts a crossing at i when sign(x[i]) != sign(x[i-1]) inside the frame,
     # treating |x| <= 1e-10 as zero and zero as positive.
-    negative = (x < 0) & (np.abs(x) > 1e-10)
-    crossings = np.concatenate([[0], np.cumsum(negative[1:] != negative[:-1])])
-    zcr = (crossings[starts + n_fft - 1] - crossings[starts]) / n_fft
-    return rms, zcr
+    negative = seg < _NEGATIVE_BELOW
+    changed = np.empty(seg.shape[0], dtype=np.int32)
+    changed[0] = 0
+    np.not_equal(negative[1:], negative[:-1], out=changed[1:])
+    starts = np.arange(n) * hop_length
+    if n_fft % hop_length == 0:
+        hops = n_fft // hop_length
+        m = n + hops - 1
+        blocks = seg[: m * hop_length].reshape(m, hop_length)
+        energy = _frame_sums(np.einsum("ij,ij->i", blocks, blocks, dtype=np.float64), hops)
+        crossings = _frame_sums(changed[: m * hop_length].reshape(m, hop_length).sum(axis=1), hops)
+    else:
+        cum_energy = np.concatenate([[0.0], np.cumsum(np.square(seg, dtype=np.float64))])
+        energy = cum_energy[starts + n_fft] - cum_energy[starts]
+        cum_changed = np.concatenate([[0], np.cumsum(changed)])
+        crossings = cum_changed[starts + n_fft] - cum_changed[starts]
+    # A frame's first sample has no predecessor inside the frame.
+    crossings = crossings - changed[starts]
+    rms = np.sqrt(np.maximum(energy, 0.0) / n_fft)
+    return rms, crossings / n_fft
 
 
-def _spectral_shape(S: np.ndarray, power: np.ndarray, freqs: np.ndarray) -> dict[str, np.ndarray]:
+def _frame_sums(per_hop: np.ndarray, hops: int) -> np.ndarray:
+    """Sums of ``hops`` consecutive values: per-hop totals to per-frame totals."""
+    out = per_hop[: per_hop.shape[0] - hops + 1].copy()
+    for k in range(1, hops):
+        out += per_hop[k : k + out.shape[0]]
+    return out
+
+
+def _spectral_shape(
+    S: np.ndarray, power: np.ndarray, freqs: np.ndarray, moments: np.ndarray
+) -> dict[str, np.ndarray]:
     """Centroid, bandwidth, 85% roll-off (Hz) and flatness of each frame of ``S``.
 
     librosa's definitions (``spectral_centroid``, ``spectral_bandwidth(p=2)``,
     ``spectral_rolloff(roll_percent=0.85)``, ``spectral_flatness``) with the magnitude
-    normalised once instead of once per feature.
+    normalised once instead of once per feature. ``S`` and ``power`` are (frames, bins);
+    ``moments`` is (bins, 3): ones, frequencies and their squares.
     """
-    total = S.sum(axis=0)
+    sums = S @ moments
+    total = sums[:, 0]
     safe = np.where(total > 0, total, 1.0)
-    f = freqs.astype(S.dtype)
-    centroid = (f @ S) / safe
-    # Var = E[f^2] - E[f]^2: two matrix-vector products instead of an (n_bins, n) temporary.
-    spread = ((f * f) @ S) / safe - centroid * centroid
-    cumulative = np.cumsum(S, axis=0)
-    rolloff_bin = np.argmax(cumulative >= 0.85 * cumulative[-1], axis=0)
+    centroid = sums[:, 1] / safe
+    # Var = E[f^2] - E[f]^2: the moments come from one matrix product.
+    spread = sums[:, 2] / safe - centroid * centroid
     floored = np.maximum(power, 1e-10)
-    flatness = np.exp(np.mean(np.log(floored), axis=0)) / np.mean(floored, axis=0)
+    arithmetic = floored.mean(axis=1)
+    geometric = np.exp(np.log(floored, out=floored).mean(axis=1))
     return {
         "spectral_centroid_hz": centroid,
         "spectral_bandwidth_hz": np.sqrt(np.maximum(spread, 0.0)),
-        "spectral_rolloff_hz": freqs[rolloff_bin],
-        "spectral_flatness": flatness,
+        "spectral_rolloff_hz": freqs[_rolloff_bins(S, np.float32(ROLL_PERCENT))],
+        "spectral_flatness": geometric / arithmetic,
     }
+
+
+@numba.njit(cache=True, nogil=True)
+def _rolloff_bins(S: np.ndarray, roll_percent: np.float32) -> np.ndarray:
+    """First bin of each frame (row of ``S``) where the running magnitude sum reaches
+    ``roll_percent`` of the total.
+
+    librosa takes ``np.cumsum`` over bins in float32; these are the same float32 additions
+    in the same order, so the chosen bin is identical even where rounding decides, without
+    the (frames, bins) cumulative array. Four frames share a pass: their sums are independent
+    chains of additions, which the CPU overlaps.
+    """
+    n, bins = S.shape
+    out = np.zeros(n, dtype=np.int64)
+    for f in range(0, n - n % 4, 4):
+        t0 = t1 = t2 = t3 = np.float32(0.0)
+        for k in range(bins):
+            t0 += S[f, k]
+            t1 += S[f + 1, k]
+            t2 += S[f + 2, k]
+            t3 += S[f + 3, k]
+        _first_reaching(S, f, roll_percent * t0, out)
+        _first_reaching(S, f + 1, roll_percent * t1, out)
+        _first_reaching(S, f + 2, roll_percent * t2, out)
+        _first_reaching(S, f + 3, roll_percent * t3, out)
+    for f in range(n - n % 4, n):
+        total = np.float32(0.0)
+        for k in range(bins):
+            total += S[f, k]
+        _first_reaching(S, f, roll_percent * total, out)
+    return out
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _first_reaching(S: np.ndarray, f: int, threshold: np.float32, out: np.ndarray) -> None:
+    running = np.float32(0.0)
+    for k in range(S.shape[1]):
+        running += S[f, k]
+        if running >= threshold:
+            out[f] = k
+            return
+
+
+def _contrast_bands(freqs: np.ndarray, sr: int) -> list[tuple[int, int, int]]:
+    """``(first bin, end bin, quantile count)`` of each band of ``spectral_contrast``.
+
+    librosa's band edges, overlaps and per-band counts, worked out once instead of per call.
+    """
+    octaves = np.zeros(CONTRAST_BANDS + 2)
+    octaves[1:] = CONTRAST_FMIN * (2.0 ** np.arange(CONTRAST_BANDS + 1))
+    bands = []
+    for k in range(CONTRAST_BANDS + 1):
+        current = (freqs >= octaves[k]) & (freqs <= octaves[k + 1])
+        idx = np.flatnonzero(current)
+        if k > 0:
+            current[idx[0] - 1] = True
+        if k == CONTRAST_BANDS:
+            current[idx[-1] + 1 :] = True
+        selected = np.flatnonzero(current)
+        if k < CONTRAST_BANDS:
+            selected = selected[:-1]
+        count = max(int(np.rint(CONTRAST_QUANTILE * np.sum(current))), 1)
+        bands.append((int(selected[0]), int(selected[-1]) + 1, count))
+    return bands
+
+
+def _contrast_extremes(
+    S: np.ndarray, bands: list[tuple[int, int, int]], valley: np.ndarray, peak: np.ndarray
+) -> None:
+    """Valleys and peaks of ``librosa.feature.spectral_contrast`` of (frames, bins) ``S``.
+
+    Each band's valley and peak are the means of its ``count`` smallest and largest
+    magnitudes: a min/max where ``count`` is 1, a sort of the band's contiguous rows
+    otherwise (librosa sorts along the strided bin axis, several times slower). Written to
+    the (frames, bands) ``valley`` and ``peak``; the contrast is their ratio in dB.
+    """
+    for k, (lo, hi, count) in enumerate(bands):
+        band = S[:, lo:hi]
+        if count == 1:
+            valley[:, k] = band.min(axis=1)
+            peak[:, k] = band.max(axis=1)
+        else:
+            ordered = np.sort(band, axis=1)
+            valley[:, k] = ordered[:, :count].mean(axis=1)
+            peak[:, k] = ordered[:, -count:].mean(axis=1)
+
+
+def _power_to_db(x: np.ndarray, top_db: float = 80.0) -> np.ndarray:
+    """``librosa.power_to_db(x)`` with its defaults: ref 1, amin 1e-10, top_db 80."""
+    db = 10.0 * np.log10(np.maximum(x, 1e-10))
+    return np.maximum(db, db.max() - top_db) if db.size else db
 
 
 def _full_scale_mel_db(mel_basis: np.ndarray, sr: int, n_fft: int) -> float:
