@@ -30,7 +30,8 @@ LOG_FORMATS = ("json", "pretty", "auto")
 # Libraries that narrate routine steps at INFO. Alembic announces its plugins and dialect on
 # every start (the embedded mode migrates on every start); tasks.migrate logs the one line
 # that matters, a revision change.
-QUIET_LOGGERS = {"alembic": logging.WARNING}
+# billiard (Celery's multiprocessing) logs every pool process start at INFO.
+QUIET_LOGGERS = {"alembic": logging.WARNING, "multiprocessing": logging.WARNING}
 
 # Attributes every LogRecord has; anything else on a record came from ``extra=`` and is
 # written out as a field of its own.
