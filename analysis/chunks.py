@@ -1,0 +1,551 @@
+"""Chunked analysis of a long file: plan the split, analyse one chunk, merge the partials.
+
+Several workers analyse the chunks of one file at the same time; each keeps only compact
+sufficient statistics of the span it owns (a ``Partial``), and ``merge`` recomputes every
+global quantity from them exactly as the single pass (``analyze_file``) does:
+
+- frame series: each chunk owns frames ``[first, next chunk's first)`` of the whole file's
+  frame grid and computes them from the same samples, so their concatenation is the single
+  pass's series (onset envelope included); tempo, beats and onsets are then estimated on the
+  merged envelope by the same functions, so nothing is stitched at a seam.
+- loudness: each chunk keeps the K-weighted energy of the 100 ms steps it owns; gating over
+  the concatenated steps is BS.1770 over the whole file, not an average of chunk loudnesses.
+- MFCC, contrast and chroma: running sums and sums of squares, added up.
+
+A chunk starts decoding ``overlap_s`` before its span so the resampler and the K-weighting
+filter forget that they started mid-file before the first sample the chunk owns. That is all
+the overlap is for: no estimate is made per chunk and averaged, so beat tracking needs none.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soxr
+
+from analysis.analyze import _PROFILES, PROFILES, Analysis, Progress, _document, _Reporter
+from analysis.decode import AudioInfo, open_audio
+from analysis.errors import UnknownProfile, UnreadableAudio
+from analysis.features import SERIES, FeatureExtractor, Features, Moments
+from analysis.limits import Limits
+from analysis.loudness import (
+    CLIP_THRESHOLD,
+    DB_FLOOR,
+    LOUDNESS_FLOOR_LUFS,
+    Loudness,
+    LoudnessMeter,
+    _integrated,
+    _loudness_range,
+)
+from analysis.rhythm import rhythm
+
+# Seconds decoded before a chunk's span: soxr's HQ filter and the K-weighting filter settle
+# within tens of milliseconds, so one second leaves their start-up far below float32 noise.
+DEFAULT_OVERLAP_S = 1.0
+# Length of a loudness step, as LoudnessMeter counts it.
+_STEP_S = 0.1
+
+
+@dataclass(frozen=True)
+class ChunkPlan:
+    """How one file is split: what its header says, the profile and the chunk length.
+
+    ``count`` chunks of ``chunk_s`` seconds each (the last one runs to the end of the file,
+    whatever its real length). JSON-serialisable with ``to_dict`` / ``from_dict``.
+    """
+
+    profile: str
+    sample_rate: int
+    channels: int
+    frames: int
+    format: str
+    codec: str
+    chunk_s: float
+    overlap_s: float
+    count: int
+
+    @property
+    def info(self) -> AudioInfo:
+        return AudioInfo(
+            sample_rate=self.sample_rate,
+            channels=self.channels,
+            frames=self.frames,
+            format=self.format,
+            codec=self.codec,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ChunkPlan:
+        return cls(**{name: data[name] for name in cls.__dataclass_fields__})
+
+    def span(self, index: int) -> Span:
+        """Frames, loudness steps and native samples chunk ``index`` owns."""
+        if not 0 <= index < self.count:
+            raise IndexError(f"chunk {index} of a plan with {self.count} chunks")
+        params = _PROFILES[self.profile]
+        step = _step_samples(self.sample_rate)
+        last = index == self.count - 1
+
+        def frame(i: int) -> int:
+            return round(i * self.chunk_s * params.sr / params.hop_length)
+
+        def loudness_step(i: int) -> int:
+            return round(i * self.chunk_s * self.sample_rate / step)
+
+        return Span(
+            index=index,
+            first_frame=frame(index),
+            end_frame=None if last else frame(index + 1),
+            first_step=loudness_step(index),
+            end_step=None if last else loudness_step(index + 1),
+            step=step,
+        )
+
+
+@dataclass(frozen=True)
+class Span:
+    """What one chunk owns; ``None`` ends mean "to the end of the file" (the last chunk).
+
+    Frames are on the analysis grid (``hop_length`` at the profile's rate); loudness steps
+    of ``step`` native samples; the native samples a chunk owns for peak and clipping are
+    ``[first_step * step, end_step * step)``.
+    """
+
+    index: int
+    first_frame: int
+    end_frame: int | None
+    first_step: int
+    end_step: int | None
+    step: int
+
+
+@dataclass
+class Partial:
+    """The sufficient statistics of one chunk (see the module docstring).
+
+    Attributes
+    ----------
+    index : int
+        The chunk's position in its plan.
+    first_frame : int
+        Frame number (in the whole file) of ``series``' first frame.
+    series : dict[str, np.ndarray]
+        Each name of ``features.SERIES``: float32 values of the frames the chunk owns.
+    mfcc, contrast, chroma : Moments
+        Running moments over the chunk's frames.
+    tuning : float
+        The chunk's own tuning estimate (the merge reports chunk 0's, which is the file's).
+    steps : np.ndarray [shape=(n_steps,)]
+        K-weighted energy of each 100 ms loudness step the chunk owns, float64.
+    peak : float
+        Largest absolute sample value in the chunk's native samples.
+    clipped, samples : int
+        Clipped and all native samples (times channels) the chunk owns.
+    end_sample : int
+        Analysis-rate samples from the file's start to the end of what the chunk decoded;
+        the last chunk's is the file's length.
+    """
+
+    index: int
+    first_frame: int
+    series: dict[str, np.ndarray]
+    mfcc: Moments
+    contrast: Moments
+    chroma: Moments
+    tuning: float
+    steps: np.ndarray
+    peak: float
+    clipped: int
+    samples: int
+    end_sample: int
+
+    def to_bytes(self) -> bytes:
+        """An NPZ archive of the partial (uncompressed: it is read back once, soon)."""
+        arrays: dict[str, Any] = {f"series_{name}": v for name, v in self.series.items()}
+        for name in ("mfcc", "contrast", "chroma"):
+            moments: Moments = getattr(self, name)
+            arrays[f"{name}_total"] = moments.total
+            arrays[f"{name}_squares"] = moments.squares
+            arrays[f"{name}_count"] = np.int64(moments.count)
+        arrays["steps"] = self.steps
+        scalars = (self.index, self.first_frame, self.clipped, self.samples, self.end_sample)
+        arrays["ints"] = np.array(scalars, dtype=np.int64)
+        arrays["floats"] = np.array([self.tuning, self.peak], dtype=np.float64)
+        out = io.BytesIO()
+        np.savez(out, **arrays)
+        return out.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Partial:
+        with np.load(io.BytesIO(data)) as npz:
+            moments = {}
+            for name in ("mfcc", "contrast", "chroma"):
+                m = Moments(int(npz[f"{name}_total"].shape[0]))
+                m.total = npz[f"{name}_total"]
+                m.squares = npz[f"{name}_squares"]
+                m.count = int(npz[f"{name}_count"])
+                moments[name] = m
+            index, first_frame, clipped, samples, end_sample = (int(v) for v in npz["ints"])
+            tuning, peak = (float(v) for v in npz["floats"])
+            return cls(
+                index=index,
+                first_frame=first_frame,
+                series={name: npz[f"series_{name}"] for name in SERIES},
+                mfcc=moments["mfcc"],
+                contrast=moments["contrast"],
+                chroma=moments["chroma"],
+                tuning=tuning,
+                steps=npz["steps"],
+                peak=peak,
+                clipped=clipped,
+                samples=samples,
+                end_sample=end_sample,
+            )
+
+
+def plan_chunks(
+    info: AudioInfo,
+    *,
+    profile: str = "standard",
+    chunk_s: float,
+    overlap_s: float = DEFAULT_OVERLAP_S,
+) -> ChunkPlan:
+    """Split a file of known length into chunks of about ``chunk_s`` seconds.
+
+    Parameters
+    ----------
+    info : AudioInfo
+        The header facts (``open_audio(path).info``); ``info.frames`` must be known.
+    profile : str
+        One of ``PROFILES``.
+    chunk_s : float
+        Seconds per chunk; the last chunk takes the remainder (between half and one and a
+        half chunks), so no chunk is a sliver.
+    overlap_s : float
+        Seconds decoded before each chunk's span to settle the filters (not analysed twice).
+
+    Returns
+    -------
+    ChunkPlan
+        One chunk when the file is shorter than one and a half chunks.
+
+    Raises
+    ------
+    UnknownProfile
+        When ``profile`` is not in ``PROFILES``.
+    ValueError
+        When the header does not declare a length, or ``chunk_s``/``overlap_s`` are not
+        positive with ``overlap_s`` below ``chunk_s``.
+    """
+    if profile not in _PROFILES:
+        raise UnknownProfile(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
+    if info.frames is None:
+        raise ValueError("the header declares no length: a file of unknown length is not split")
+    if not 0 < overlap_s < chunk_s:
+        raise ValueError(f"need 0 < overlap_s ({overlap_s}) < chunk_s ({chunk_s})")
+    duration = info.frames / info.sample_rate
+    count = max(1, round(duration / chunk_s))
+    return ChunkPlan(
+        profile=profile,
+        sample_rate=info.sample_rate,
+        channels=info.channels,
+        frames=info.frames,
+        format=info.format,
+        codec=info.codec,
+        chunk_s=float(chunk_s),
+        overlap_s=float(overlap_s),
+        count=count,
+    )
+
+
+def _step_samples(sample_rate: int) -> int:
+    # The same rounding as LoudnessMeter, so the chunks' steps are the single pass's steps.
+    return max(1, round(_STEP_S * sample_rate))
+
+
+def _preroll_frames(n_fft: int, hop_length: int) -> int:
+    # A frame is exact once its window lies inside the decoded samples (n_fft // 2 after the
+    # start); the onset envelope at frame t also needs frame t - 1 and is delayed by another
+    # n_fft // (2 * hop) frames in FeatureExtractor.finish. Two frames to spare.
+    half = -(-n_fft // (2 * hop_length))
+    return 2 * half + 3
+
+
+def analyze_chunk(
+    path: str | Path,
+    plan: ChunkPlan,
+    index: int,
+    *,
+    limits: Limits = Limits(),  # noqa: B008 - frozen, so a shared default is safe
+    progress: Progress | None = None,
+) -> Partial:
+    """Analyse the span chunk ``index`` of ``plan`` owns.
+
+    Parameters
+    ----------
+    path : str or Path
+        The whole audio file (the chunk seeks to its span).
+    plan : ChunkPlan
+        The split, from ``plan_chunks``.
+    index : int
+        Which chunk, ``0 <= index < plan.count``.
+    limits : Limits
+        As for ``analyze_file``: the header is checked again.
+    progress : callable(stage, fraction) or None
+        Called with the fraction of the chunk done; an exception it raises propagates.
+
+    Returns
+    -------
+    Partial
+
+    Raises
+    ------
+    InvalidAudio
+        As ``analyze_file``; ``UnreadableAudio`` also when the file ends before the span of
+        a chunk that is not the last (its header overstated its length).
+    """
+    span = plan.span(index)
+    params = _PROFILES[plan.profile]
+    sr, hop, n_fft = params.sr, params.hop_length, params.n_fft
+    report = _Reporter(progress)
+    report("decode", 0.0)
+    with open_audio(path, limits=limits) as source:
+        rate, channels = source.info.sample_rate, source.info.channels
+        if (rate, channels) != (plan.sample_rate, plan.channels):
+            raise UnreadableAudio(
+                f"the file changed: {rate} Hz x {channels} channels, planned for "
+                f"{plan.sample_rate} Hz x {plan.channels}"
+            )
+        last = span.end_frame is None
+        preroll = 0 if index == 0 else _preroll_frames(n_fft, hop)
+        # Analysis samples the extractor sees: from `a_first` to `a_end` (None = to the end).
+        a_first = (span.first_frame - preroll) * hop
+        a_end = None if span.end_frame is None else span.end_frame * hop + n_fft // 2
+        # Native samples for the meter and for peak/clipping.
+        own_first = span.first_step * span.step
+        own_end = None if span.end_step is None else span.end_step * span.step
+        settle = 0 if index == 0 else math.ceil(plan.overlap_s * rate)
+        # The resampler must start where a native sample and an analysis sample coincide, or
+        # its output would sit between the single pass's samples.
+        g = math.gcd(rate, sr)
+        grid_native, grid_analysis = rate // g, sr // g
+        res_start = max(0, (a_first * rate // sr - settle) // grid_native) * grid_native
+        res_start_a = res_start // grid_native * grid_analysis
+        meter_start = max(0, (own_first - settle) // span.step) * span.step
+        start = min(res_start, meter_start)
+
+        meter = LoudnessMeter(rate, channels)
+        extractor = FeatureExtractor(sr, n_fft=n_fft, hop_length=hop, n_mels=params.n_mels)
+        resampler = (
+            soxr.ResampleStream(rate, sr, 1, dtype="float32", quality="HQ") if rate != sr else None
+        )
+        downmix = np.full(channels, 1.0 / channels, dtype=np.float32)
+        drop = a_first - res_start_a  # resampled samples before the extractor's first
+        peak, clipped, samples = 0.0, 0, 0
+        pos = start
+        total = (own_end if own_end is not None else plan.frames) - own_first
+
+        def feed(y: np.ndarray) -> bool:
+            """Push resampled samples; True once the extractor has all it needs."""
+            nonlocal drop
+            if drop:
+                skipped = min(drop, y.shape[0])
+                drop -= skipped
+                y = y[skipped:]
+            if a_end is not None:
+                y = y[: max(0, a_end - a_first - extractor.n_samples)]
+            if y.shape[0]:
+                extractor.push(y)
+            return a_end is not None and a_first + extractor.n_samples >= a_end
+
+        features_done = False
+        for block in source.blocks(start=start):
+            n = block.shape[0]
+            end = pos + n
+            if end > meter_start and (own_end is None or pos < own_end):
+                lo = max(0, meter_start - pos)
+                hi = n if own_end is None else min(n, own_end - pos)
+                meter.add(block[lo:hi])
+            if end > own_first and (own_end is None or pos < own_end):
+                owned = block[max(0, own_first - pos) : n if own_end is None else own_end - pos]
+                if owned.size:
+                    absmax = float(np.max(np.abs(owned)))
+                    peak = max(peak, absmax)
+                    if absmax >= CLIP_THRESHOLD:
+                        clipped += int(np.count_nonzero(np.abs(owned) >= CLIP_THRESHOLD))
+                    samples += owned.size
+            if not features_done and end > res_start:
+                part = block[max(0, res_start - pos) :]
+                mono = part[:, 0] if channels == 1 else part @ downmix
+                features_done = feed(
+                    resampler.resample_chunk(mono) if resampler is not None else mono
+                )
+            pos = end
+            if total > 0:
+                report("decode", 0.9 * min(max(pos - own_first, 0) / total, 1.0))
+            if features_done and own_end is not None and pos >= own_end:
+                break
+        else:
+            if not last:
+                raise UnreadableAudio(
+                    f"the stream ended at {pos / rate:.1f} s, inside chunk {index} of a file "
+                    f"whose header declares {plan.frames / plan.sample_rate:.1f} s"
+                )
+            if resampler is not None:
+                feed(resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True))
+
+    report("features", 0.9)
+    features = extractor.finish()
+    n_owned = None if span.end_frame is None else span.end_frame - span.first_frame
+    series = {
+        name: np.ascontiguousarray(
+            values[preroll:] if n_owned is None else values[preroll : preroll + n_owned]
+        )
+        for name, values in features.series.items()
+    }
+    first_meter_step = meter_start // span.step
+    steps = np.asarray(meter._steps, dtype=np.float64)[span.first_step - first_meter_step :]
+    if span.end_step is not None:
+        steps = steps[: span.end_step - span.first_step]
+    report("done", 1.0)
+    return Partial(
+        index=index,
+        first_frame=span.first_frame,
+        series=series,
+        mfcc=features.mfcc,
+        contrast=features.contrast,
+        chroma=features.chroma,
+        tuning=features.tuning,
+        steps=steps,
+        peak=peak,
+        clipped=clipped,
+        samples=samples,
+        end_sample=a_first + extractor.n_samples,
+    )
+
+
+def merge(plan: ChunkPlan, partials: list[Partial], *, sha256: str) -> Analysis:
+    """The ``Analysis`` of the whole file from the partials of every chunk of ``plan``.
+
+    Parameters
+    ----------
+    plan : ChunkPlan
+        The split the partials were made with.
+    partials : list of Partial
+        One per chunk, in any order.
+    sha256 : str
+        Hex SHA-256 of the file (the document's ``audio.sha256``).
+
+    Returns
+    -------
+    Analysis
+        The shape ``analyze_file`` returns; figures within the tolerances documented in
+        docs/result.md ("Chunked analysis").
+
+    Raises
+    ------
+    ValueError
+        When the partials are not exactly the chunks of ``plan`` or do not tile the frames.
+    """
+    partials = sorted(partials, key=lambda p: p.index)
+    if [p.index for p in partials] != list(range(plan.count)):
+        raise ValueError(
+            f"partials {[p.index for p in partials]} are not chunks 0..{plan.count - 1}"
+        )
+    expected = 0
+    for p in partials:
+        if p.first_frame != expected:
+            raise ValueError(f"chunk {p.index} starts at frame {p.first_frame}, not {expected}")
+        expected += p.series["rms"].shape[0]
+    params = _PROFILES[plan.profile]
+    series = {name: np.concatenate([p.series[name] for p in partials]) for name in SERIES}
+    features = Features(
+        series=series,
+        mfcc=_sum_moments([p.mfcc for p in partials]),
+        contrast=_sum_moments([p.contrast for p in partials]),
+        chroma=_sum_moments([p.chroma for p in partials]),
+        tuning=partials[0].tuning,
+    )
+    duration_s = partials[-1].end_sample / params.sr
+    rhy = rhythm(series["onset_strength"], params.sr, hop_length=params.hop_length)
+    loudness = _loudness(
+        np.concatenate([p.steps for p in partials]),
+        step=_step_samples(plan.sample_rate),
+        peak=max(p.peak for p in partials),
+        clipped=sum(p.clipped for p in partials),
+        samples=sum(p.samples for p in partials),
+    )
+    document = _document(
+        plan.info, sha256, duration_s, plan.profile, params, features, rhy, loudness
+    )
+    return Analysis(document=document, frames=series, hop_s=params.hop_length / params.sr)
+
+
+def analyze_file_chunked(
+    path: str | Path,
+    *,
+    profile: str = "standard",
+    chunk_s: float,
+    overlap_s: float = DEFAULT_OVERLAP_S,
+    limits: Limits = Limits(),  # noqa: B008 - frozen, so a shared default is safe
+) -> Analysis:
+    """Plan, analyse every chunk in turn, and merge: the chunked path in one process.
+
+    The service runs the chunks on several workers (tasks/chunks.py); this is the same
+    computation for a notebook and for the tests that hold it to ``analyze_file``.
+
+    Parameters
+    ----------
+    path : str or Path
+        The audio file.
+    profile, limits
+        As for ``analyze_file``.
+    chunk_s, overlap_s
+        As for ``plan_chunks``.
+
+    Returns
+    -------
+    Analysis
+    """
+    with open_audio(path, limits=limits) as source:
+        plan = plan_chunks(source.info, profile=profile, chunk_s=chunk_s, overlap_s=overlap_s)
+    partials = [analyze_chunk(path, plan, i, limits=limits) for i in range(plan.count)]
+    return merge(plan, partials, sha256=_sha256(Path(path)))
+
+
+def _sum_moments(parts: list[Moments]) -> Moments:
+    total = Moments(parts[0].k)
+    for m in parts:
+        total.total = total.total + m.total
+        total.squares = total.squares + m.squares
+        total.count += m.count
+    return total
+
+
+def _loudness(steps: np.ndarray, *, step: int, peak: float, clipped: int, samples: int) -> Loudness:
+    # LoudnessMeter.result() on the steps of the whole file.
+    integrated = _integrated(steps, step)
+    peak_db = 20.0 * np.log10(peak) if peak > 0 else DB_FLOOR
+    return Loudness(
+        integrated_lufs=float(max(integrated, LOUDNESS_FLOOR_LUFS)),
+        loudness_range_lu=float(_loudness_range(steps, step)),
+        peak_dbfs=float(max(peak_db, DB_FLOOR)),
+        clipping_ratio=float(clipped / samples) if samples else 0.0,
+    )
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
