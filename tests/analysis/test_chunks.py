@@ -1,0 +1,165 @@
+"""The chunked path (plan, analyse chunks, merge) against the single pass on one long signal.
+
+Tolerances are those docs/result.md ("Chunked analysis") promises.
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from analysis import Analysis, analyze_file
+from analysis.chunks import (
+    ChunkPlan,
+    Partial,
+    analyze_chunk,
+    analyze_file_chunked,
+    merge,
+    plan_chunks,
+)
+from analysis.decode import open_audio
+from analysis.errors import UnreadableAudio
+from analysis.limits import Limits
+
+SR = 44100
+BPM = 100.0
+SECONDS = 180.0
+CHUNK_S = 50.0  # 180 s in chunks of 50 s: 4 chunks, seams at 50, 100 and 150 s
+
+
+def c_major_clicks(path: Path, rng: np.random.Generator) -> Path:
+    """Three minutes of noise clicks at 100 BPM over a C major triad, stereo 44.1 kHz.
+
+    Stereo at 44.1 kHz so the chunks go through the resampler and the multichannel meter,
+    like most real uploads.
+    """
+    t = np.arange(int(SECONDS * SR)) / SR
+    y = np.zeros_like(t)
+    for hz, amplitude in ((130.81, 0.06), (261.63, 0.1), (329.63, 0.08), (392.0, 0.08)):
+        y += amplitude * np.sin(2 * np.pi * hz * t)
+    step = round(SR * 60.0 / BPM)
+    for start in range(0, y.size, step):
+        n = min(300, y.size - start)
+        y[start : start + n] += 0.6 * np.hanning(300)[:n] * rng.uniform(-1, 1, n)
+    sf.write(path, np.stack([y, 0.9 * y], axis=1).astype(np.float32), SR, subtype="PCM_16")
+    return path
+
+
+@pytest.fixture(scope="module")
+def long_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    rng = np.random.default_rng(20240601)
+    return c_major_clicks(tmp_path_factory.mktemp("chunks") / "long.wav", rng)
+
+
+@pytest.fixture(scope="module")
+def single(long_file: Path) -> Analysis:
+    return analyze_file(long_file)
+
+
+@pytest.fixture(scope="module")
+def chunked(long_file: Path) -> Analysis:
+    return analyze_file_chunked(long_file, chunk_s=CHUNK_S)
+
+
+def test_plan_splits_into_chunks_of_about_chunk_s(long_file: Path) -> None:
+    with open_audio(long_file, limits=Limits()) as source:
+        plan = plan_chunks(source.info, chunk_s=CHUNK_S)
+    assert plan.count == 4
+    spans = [plan.span(i) for i in range(plan.count)]
+    # Frames and loudness steps tile the file: each chunk ends where the next begins.
+    assert spans[0].first_frame == 0 and spans[0].first_step == 0
+    for a, b in itertools.pairwise(spans):
+        assert a.end_frame == b.first_frame
+        assert a.end_step == b.first_step
+    assert spans[-1].end_frame is None and spans[-1].end_step is None
+    assert ChunkPlan.from_dict(plan.to_dict()) == plan
+
+
+def test_plan_keeps_a_short_file_whole_and_refuses_unknown_length(long_file: Path) -> None:
+    with open_audio(long_file, limits=Limits()) as source:
+        info = source.info
+    assert plan_chunks(info, chunk_s=150.0).count == 1
+    with pytest.raises(ValueError, match="no length"):
+        plan_chunks(
+            type(info)(info.sample_rate, info.channels, None, info.format, info.codec),
+            chunk_s=CHUNK_S,
+        )
+
+
+def test_tempo_key_and_loudness_match_the_single_pass(single: Analysis, chunked: Analysis) -> None:
+    a, b = single.document["summary"], chunked.document["summary"]
+    assert a["tempo"]["bpm"] == pytest.approx(BPM, abs=1.0)
+    assert b["tempo"]["bpm"] == pytest.approx(a["tempo"]["bpm"], abs=1.0)
+    assert (b["key"]["tonic"], b["key"]["mode"]) == ("C", "major")
+    assert (b["key"]["tonic"], b["key"]["mode"]) == (a["key"]["tonic"], a["key"]["mode"])
+    for name in ("integrated_lufs", "loudness_range_lu", "peak_dbfs"):
+        assert b["loudness"][name] == pytest.approx(a["loudness"][name], abs=0.1), name
+    assert b["loudness"]["clipping_ratio"] == pytest.approx(a["loudness"]["clipping_ratio"])
+
+
+def test_beats_match_within_one_frame(single: Analysis, chunked: Analysis) -> None:
+    a = np.asarray(single.document["summary"]["beats_s"])
+    b = np.asarray(chunked.document["summary"]["beats_s"])
+    # Beats are tracked on the merged envelope, so there is no seam to forgive.
+    assert a.size == b.size > 0.9 * SECONDS * BPM / 60.0
+    assert np.max(np.abs(a - b)) <= single.hop_s
+
+
+def test_frames_are_the_single_pass_frames(single: Analysis, chunked: Analysis) -> None:
+    assert chunked.document["frames"] == single.document["frames"]
+    assert chunked.document["audio"] == single.document["audio"]
+    for name, values in single.frames.items():
+        assert chunked.frames[name].shape == values.shape, name
+        if name == "spectral_rolloff_hz":
+            # The roll-off is a bin: float32 rounding may tip a frame at the 85% line over.
+            flipped = chunked.frames[name] != values
+            assert np.mean(flipped) < 1e-3
+            assert np.max(np.abs(chunked.frames[name] - values)) <= 22050 / 2048 + 1e-3
+            continue
+        scale = float(np.max(np.abs(values))) or 1.0
+        # Same samples, same frames: float32 rounding apart (the STFT is batched differently).
+        np.testing.assert_allclose(chunked.frames[name], values, rtol=1e-3, atol=1e-5 * scale)
+
+
+def test_summary_means_within_one_percent(single: Analysis, chunked: Analysis) -> None:
+    a, b = single.document["summary"], chunked.document["summary"]
+    names = [
+        "rms",
+        "zero_crossing_rate",
+        "spectral_centroid_hz",
+        "spectral_bandwidth_hz",
+        "spectral_rolloff_hz",
+        "spectral_flatness",
+    ]
+    for name in names:
+        assert b[name]["mean"] == pytest.approx(a[name]["mean"], rel=0.01), name
+    for name in ("mfcc", "spectral_contrast_db", "chroma"):
+        np.testing.assert_allclose(b[name]["mean"], a[name]["mean"], rtol=0.01, atol=1e-3)
+    assert b["onset_rate_per_s"] == pytest.approx(a["onset_rate_per_s"], rel=0.01)
+    assert b["silence_ratio"] == pytest.approx(a["silence_ratio"], abs=1e-6)
+
+
+def test_partials_survive_a_round_trip_and_merge_in_any_order(long_file: Path) -> None:
+    with open_audio(long_file, limits=Limits()) as source:
+        plan = plan_chunks(source.info, chunk_s=CHUNK_S)
+    partials = [Partial.from_bytes(analyze_chunk(long_file, plan, i).to_bytes()) for i in (3, 1)]
+    partials += [analyze_chunk(long_file, plan, i) for i in (2, 0)]
+    merged = merge(plan, partials, sha256="0" * 64)
+    assert merged.document["frames"]["count"] == sum(p.series["rms"].size for p in partials)
+    with pytest.raises(ValueError, match="not chunks"):
+        merge(plan, partials[:3], sha256="0" * 64)
+
+
+def test_chunk_past_the_real_end_is_unreadable(long_file: Path) -> None:
+    # A header that claims twice the real length: a chunk running past the real end fails.
+    with open_audio(long_file, limits=Limits()) as source:
+        info = source.info
+    assert info.frames is not None
+    lying = type(info)(info.sample_rate, info.channels, 2 * info.frames, info.format, info.codec)
+    plan = plan_chunks(lying, chunk_s=CHUNK_S)
+    with pytest.raises(UnreadableAudio, match="ended"):
+        analyze_chunk(long_file, plan, 3)  # 150..200 s of a 180 s file
