@@ -82,6 +82,9 @@ class JobRow(Base):
     request_id: Mapped[str | None] = mapped_column(String(64))
     callback_url: Mapped[str | None] = mapped_column(Text)
     extra: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # A long file analysed in chunks (tasks/chunks.py): how many, and how many are stored.
+    chunks_total: Mapped[int | None] = mapped_column(Integer)
+    chunks_done: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -92,6 +95,18 @@ class JobRow(Base):
         Index("ix_jobs_created", "created_at", "id"),
         Index("ix_jobs_cache", "sha256", "profile", "analyzer_version", "status"),
     )
+
+
+class JobChunkRow(Base):
+    """One chunk of a job analysed in chunks: its deliveries and whether its partial is stored."""
+
+    __tablename__ = "job_chunks"
+
+    job_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    idx: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    done: Mapped[bool] = mapped_column(Boolean, default=False)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
 @dataclass(frozen=True)
@@ -428,3 +443,79 @@ class JobStore:
                 raise JobNotFound(f"job {job_id!r} not found")
             row.extra = extra
             row.updated_at = utcnow()
+
+    # -- chunked analysis (tasks/chunks.py) -------------------------------------------------
+
+    def start_chunks(self, job_id: str, count: int) -> bool:
+        """Record that the running job is split into ``count`` chunks; False if not running.
+
+        Safe to repeat (a redelivered parent task): existing chunk rows keep their state.
+        """
+        now = utcnow()
+        with self.session() as s:
+            result = s.execute(
+                update(JobRow)
+                .where(JobRow.id == job_id, JobRow.status == JobStatus.RUNNING.value)
+                .values(chunks_total=count, updated_at=now)
+            )
+            if not result.rowcount:  # type: ignore[attr-defined]
+                return False
+            have = set(s.scalars(select(JobChunkRow.idx).where(JobChunkRow.job_id == job_id)))
+            for idx in range(count):
+                if idx not in have:
+                    s.add(
+                        JobChunkRow(job_id=job_id, idx=idx, attempts=0, done=False, updated_at=now)
+                    )
+            return True
+
+    def pending_chunks(self, job_id: str) -> builtins.list[int]:
+        """Indices of the job's chunks whose partial is not stored yet."""
+        q = select(JobChunkRow.idx).where(JobChunkRow.job_id == job_id, ~JobChunkRow.done)
+        with self.session() as s:
+            return sorted(s.scalars(q.order_by(JobChunkRow.idx)))
+
+    def claim_chunk(self, job_id: str, idx: int) -> int | None:
+        """Count a delivery of chunk ``idx``; its attempts so far, or None when it is done."""
+        with self.session() as s:
+            result = s.execute(
+                update(JobChunkRow)
+                .where(JobChunkRow.job_id == job_id, JobChunkRow.idx == idx, ~JobChunkRow.done)
+                .values(attempts=JobChunkRow.attempts + 1, updated_at=utcnow())
+            )
+            if not result.rowcount:  # type: ignore[attr-defined]
+                return None
+            return int(
+                s.scalar(
+                    select(JobChunkRow.attempts).where(
+                        JobChunkRow.job_id == job_id, JobChunkRow.idx == idx
+                    )
+                )
+                or 0
+            )
+
+    def finish_chunk(self, job_id: str, idx: int) -> tuple[int, int]:
+        """Mark chunk ``idx`` stored; return ``(chunks_done, chunks_total)`` after it.
+
+        Counted once however often it is called: the chunk row flips first, and only the call
+        that flipped it increments the job's counter, on the job row itself, so concurrent
+        completions are serialised by that row's lock and exactly one of them sees the last.
+        """
+        now = utcnow()
+        with self.session() as s:
+            flipped = s.execute(
+                update(JobChunkRow)
+                .where(JobChunkRow.job_id == job_id, JobChunkRow.idx == idx, ~JobChunkRow.done)
+                .values(done=True, updated_at=now)
+            ).rowcount  # type: ignore[attr-defined]
+            if flipped:
+                s.execute(
+                    update(JobRow)
+                    .where(JobRow.id == job_id)
+                    .values(chunks_done=JobRow.chunks_done + 1, updated_at=now)
+                )
+            row = s.execute(
+                select(JobRow.chunks_done, JobRow.chunks_total).where(JobRow.id == job_id)
+            ).one_or_none()
+            if row is None:
+                raise JobNotFound(f"job {job_id!r} not found")
+            return int(row[0]), int(row[1] or 0)
