@@ -133,6 +133,12 @@ def run_analysis(runtime: Runtime, job_id: str, *, retry: Callable[[Exception], 
     )
     try:
         with runtime.blobs.local_path(job.upload_key or upload_key(job_id)) as path:
+            from tasks.chunks import plan_for, start_chunks
+
+            plan = plan_for(runtime, job, path, limits)
+            if plan is not None:
+                # A long file: its chunks run on several workers; this delivery is done.
+                return start_chunks(runtime, job, plan)
             started = time.monotonic()
             analysis = analyze_file(
                 path,

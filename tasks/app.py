@@ -94,7 +94,7 @@ def make_celery(settings: Settings) -> Celery:
         task_send_sent_event=False,
         enable_utc=True,
     )
-    app.conf.include = ["tasks.analyze", "tasks.render", "tasks.webhooks"]
+    app.conf.include = ["tasks.analyze", "tasks.chunks", "tasks.render", "tasks.webhooks"]
     install_celery_hooks()
     metrics.install_celery_hooks()
     return app

@@ -25,6 +25,8 @@ QUEUE_FOR_PRIORITY: dict[Priority, Queue] = {
 ANALYZE_TASK = "earshot.analyze"
 RENDER_TASK = "earshot.render"
 WEBHOOK_TASK = "earshot.webhook"
+# One chunk of a long file (tasks/chunks.py), published on its job's queue.
+ANALYZE_CHUNK_TASK = "earshot.analyze_chunk"
 
 
 class JobStatus(StrEnum):
@@ -58,6 +60,14 @@ FRAMES_NPZ = "frames.npz"
 WAVEFORM_JSON = "waveform.json"
 SPECTROGRAM_PNG = "spectrogram.png"
 RENDER_ERROR_JSON = "render_error.json"
+# A chunked analysis's working files, removed once the result is stored.
+CHUNKS_DIR = "chunks/"
+CHUNK_PLAN_JSON = CHUNKS_DIR + "plan.json"
+
+
+def chunk_key(job_id: str, index: int) -> str:
+    """Blob key of the partial result of chunk ``index`` of job ``job_id``."""
+    return f"{result_prefix(job_id)}{CHUNKS_DIR}{index}.npz"
 
 
 # Analysis profiles the service accepts: the names of analysis.PROFILES, repeated here because

@@ -44,6 +44,13 @@ class Settings(BaseSettings):
     task_time_limit_s: int = Field(1700, description="Hard time limit (below broker timeout).")
     task_max_attempts: int = Field(3, description="Deliveries before a job is failed for good.")
     worker_concurrency: int = Field(1, description="Processes per worker pool.")
+    chunk_min_duration_s: float = Field(
+        1200.0, description="Files longer than this are analysed in chunks by several workers."
+    )
+    chunk_duration_s: float = Field(600.0, description="Seconds of audio per chunk.")
+    chunk_overlap_s: float = Field(
+        1.0, description="Seconds decoded before a chunk's span to settle the filters."
+    )
     worker_max_memory_mb: int = Field(
         2048, description="A worker process is replaced after a task leaves it above this RSS."
     )

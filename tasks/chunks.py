@@ -1,0 +1,290 @@
+"""Long files in chunks: the parent plans and publishes, each chunk stores its partial, and the
+delivery that stores the last partial merges them into the job's result.
+
+Nobody waits for anybody: a worker process holds one message at a time, so a parent blocked
+on its children would deadlock a pool of one. Instead the parent task (``earshot.analyze``)
+stores the plan, publishes one ``earshot.analyze_chunk(job_id, index)`` per chunk on the job's
+queue and returns. Each chunk stores ``chunks/<index>.npz`` under the result prefix and flips
+its row in ``job_chunks``; the job's counter is incremented on the job row (tasks.jobs), so
+exactly one completion sees the last chunk and merges. Every step is safe to repeat: a
+redelivered chunk whose partial is stored goes straight to the merge check, a second merge
+writes the same files, and ``mark_succeeded`` is a conditional transition.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from celery import Task, shared_task
+from celery.exceptions import SoftTimeLimitExceeded
+
+from tasks.analyze import (
+    INTERNAL_ERROR,
+    MISSING_UPLOAD,
+    PROGRESS_INTERVAL_S,
+    STORE_UNAVAILABLE,
+    TIME_LIMIT,
+    TRANSIENT_ERRORS,
+    WORKER_LOST,
+    discard,
+    runtime_of,
+    store_result,
+)
+from tasks.errors import BlobNotFound, JobCanceled, JobNotFound
+from tasks.jobs import Job
+from tasks.names import (
+    ANALYZE_CHUNK_TASK,
+    CHUNK_PLAN_JSON,
+    CHUNKS_DIR,
+    QUEUE_FOR_PRIORITY,
+    JobStatus,
+    Priority,
+    chunk_key,
+    result_prefix,
+    upload_key,
+)
+from tasks.runtime import Runtime
+
+if TYPE_CHECKING:
+    from analysis.chunks import ChunkPlan
+    from analysis.limits import Limits
+
+log = logging.getLogger(__name__)
+
+# The stage a chunked job shows while its chunks run.
+CHUNKS_STAGE = "chunks"
+
+
+def plan_for(runtime: Runtime, job: Job, path: Path, limits: Limits) -> ChunkPlan | None:
+    """The chunk plan of a job whose header declares more than EARSHOT_CHUNK_MIN_DURATION_S.
+
+    None for a file to analyse in one pass (short, or of undeclared length). Raises what
+    ``open_audio`` raises for a header over a limit.
+    """
+    from analysis.chunks import plan_chunks
+    from analysis.decode import open_audio
+
+    settings = runtime.settings
+    with open_audio(path, limits=limits) as source:
+        info = source.info
+    if info.duration_s is None or info.duration_s <= settings.chunk_min_duration_s:
+        return None
+    plan = plan_chunks(
+        info,
+        profile=job.profile,
+        chunk_s=settings.chunk_duration_s,
+        overlap_s=settings.chunk_overlap_s,
+    )
+    return plan if plan.count > 1 else None
+
+
+def start_chunks(runtime: Runtime, job: Job, plan: ChunkPlan) -> str:
+    """Store the plan and publish every chunk not stored yet; the job stays running.
+
+    A redelivered parent publishes the missing chunks again (a duplicate is harmless) or, when
+    every partial is stored, merges them itself.
+    """
+    runtime.blobs.put_bytes(
+        result_prefix(job.id) + CHUNK_PLAN_JSON, json.dumps(plan.to_dict()).encode()
+    )
+    if not runtime.jobs.start_chunks(job.id, plan.count):
+        return runtime.jobs.get(job.id).status.value
+    pending = runtime.jobs.pending_chunks(job.id)
+    if not pending:
+        return merge_if_complete(runtime, job)[0]
+    runtime.jobs.update_progress(job.id, stage=CHUNKS_STAGE, percent=0.0)
+    queue = QUEUE_FOR_PRIORITY[Priority(job.priority)].value
+    for index in pending:
+        runtime.celery.send_task(
+            ANALYZE_CHUNK_TASK, args=[job.id, index], queue=queue, task_id=f"{job.id}-{index}"
+        )
+    log.info("job %s: %d chunks published to %s", job.id, len(pending), queue)
+    return JobStatus.RUNNING.value
+
+
+def cancel_checker(runtime: Runtime, job_id: str) -> Callable[[str, float], None]:
+    """A progress callback that stops a chunk whose job has ended (canceled, or failed
+    by another chunk). It only reads: the job's percent counts chunks, not fractions."""
+    last = 0.0
+
+    def progress(stage: str, fraction: float) -> None:
+        nonlocal last
+        now = time.monotonic()
+        if now - last < PROGRESS_INTERVAL_S:
+            return
+        last = now
+        if runtime.jobs.get(job_id).status.finished:
+            raise JobCanceled(f"job {job_id} is no longer running")
+
+    return progress
+
+
+def run_chunk(
+    runtime: Runtime, job_id: str, index: int, *, retry: Callable[[Exception], None]
+) -> tuple[str, bool]:
+    """The chunk task's body: ``(job status, whether this delivery ended the job)``."""
+    from analysis.chunks import ChunkPlan, analyze_chunk
+    from analysis.errors import InvalidAudio
+    from analysis.limits import Limits
+
+    settings = runtime.settings
+    try:
+        job = runtime.jobs.get(job_id)
+        if job.status.finished:
+            return job.status.value, False
+        attempts = runtime.jobs.claim_chunk(job_id, index)
+    except JobNotFound:
+        log.warning("job %s does not exist; chunk %d dropped", job_id, index)
+        return "missing", False
+    except TRANSIENT_ERRORS as exc:
+        retry(exc)
+        raise
+    if attempts is None:
+        # Stored by an earlier delivery, which may have died before merging.
+        return merge_if_complete(runtime, job)
+    if attempts > settings.task_max_attempts:
+        ended = runtime.jobs.mark_failed(
+            job_id,
+            code=WORKER_LOST,
+            message=f"the worker died {attempts - 1} times analysing chunk {index} of this "
+            f"file (EARSHOT_TASK_MAX_ATTEMPTS={settings.task_max_attempts})",
+        )
+        discard(runtime, job)
+        return JobStatus.FAILED.value, ended
+
+    limits = Limits(
+        max_duration_s=settings.max_duration_s,
+        max_sample_rate=settings.max_sample_rate,
+        max_channels=settings.max_channels,
+        max_decoded_bytes=settings.max_decoded_bytes,
+    )
+    try:
+        plan_json = runtime.blobs.get_bytes(result_prefix(job_id) + CHUNK_PLAN_JSON)
+        plan = ChunkPlan.from_dict(json.loads(plan_json))
+        with runtime.blobs.local_path(job.upload_key or upload_key(job_id)) as path:
+            partial = analyze_chunk(
+                path, plan, index, limits=limits, progress=cancel_checker(runtime, job_id)
+            )
+        runtime.blobs.put_bytes(chunk_key(job_id, index), partial.to_bytes())
+    except JobCanceled:
+        log.info("job %s ended while chunk %d ran", job_id, index)
+        current = runtime.jobs.get(job_id)
+        if current.status is JobStatus.CANCELED:
+            discard(runtime, current)
+        return current.status.value, False
+    except InvalidAudio as exc:
+        ended = runtime.jobs.mark_failed(job_id, code=exc.code, message=str(exc))
+        discard(runtime, job)
+        return JobStatus.FAILED.value, ended
+    except BlobNotFound as exc:
+        current = runtime.jobs.get(job_id)
+        if current.status.finished:
+            return current.status.value, False  # a sibling ended the job and removed the files
+        ended = runtime.jobs.mark_failed(job_id, code=MISSING_UPLOAD, message=str(exc))
+        return JobStatus.FAILED.value, ended
+    except SoftTimeLimitExceeded:
+        ended = runtime.jobs.mark_failed(
+            job_id,
+            code=TIME_LIMIT,
+            message=f"chunk {index} took longer than {settings.task_soft_time_limit_s} s "
+            "(EARSHOT_TASK_SOFT_TIME_LIMIT_S)",
+        )
+        discard(runtime, job)
+        return JobStatus.FAILED.value, ended
+    except TRANSIENT_ERRORS as exc:
+        if attempts >= settings.task_max_attempts:
+            ended = runtime.jobs.mark_failed(
+                job_id,
+                code=STORE_UNAVAILABLE,
+                message=f"storage unavailable after {attempts} attempts: {exc}",
+            )
+            return JobStatus.FAILED.value, ended
+        retry(exc)
+        raise
+    except Exception as exc:
+        log.exception("job %s: chunk %d crashed", job_id, index)
+        ended = runtime.jobs.mark_failed(
+            job_id, code=INTERNAL_ERROR, message=f"{type(exc).__name__}"
+        )
+        return JobStatus.FAILED.value, ended
+
+    done, total = runtime.jobs.finish_chunk(job_id, index)
+    if done < total:
+        runtime.jobs.update_progress(
+            job_id, stage=CHUNKS_STAGE, percent=100.0 * done / max(total, 1)
+        )
+        return JobStatus.RUNNING.value, False
+    return merge_if_complete(runtime, job)
+
+
+def merge_if_complete(runtime: Runtime, job: Job) -> tuple[str, bool]:
+    """Merge the partials into the job's result once every chunk is stored.
+
+    Returns ``(status, ended)``. Two deliveries may merge at once (a redelivery racing the
+    first merger): both write the same files, one ``mark_succeeded`` wins, and the loser
+    leaves the winner's result alone.
+    """
+    from analysis import ANALYZER_VERSION
+    from analysis.chunks import ChunkPlan, Partial, merge
+
+    if runtime.jobs.pending_chunks(job.id):
+        return JobStatus.RUNNING.value, False
+    prefix = result_prefix(job.id)
+    try:
+        plan = ChunkPlan.from_dict(json.loads(runtime.blobs.get_bytes(prefix + CHUNK_PLAN_JSON)))
+        partials = [
+            Partial.from_bytes(runtime.blobs.get_bytes(chunk_key(job.id, i)))
+            for i in range(plan.count)
+        ]
+    except BlobNotFound:
+        current = runtime.jobs.get(job.id)
+        if current.status.finished:
+            return current.status.value, False  # merged (or ended) by another delivery
+        raise
+    runtime.jobs.update_progress(job.id, stage="merging", percent=99.0)
+    analysis = merge(plan, partials, sha256=job.sha256)
+    store_result(runtime, job.id, analysis)
+    if not runtime.jobs.mark_succeeded(
+        job.id, result_prefix=prefix, analyzer_version=ANALYZER_VERSION
+    ):
+        current = runtime.jobs.get(job.id)
+        if current.status is not JobStatus.SUCCEEDED:
+            discard(runtime, current)  # canceled while merging: the cancel wins
+        return current.status.value, False
+    runtime.blobs.delete_prefix(prefix + CHUNKS_DIR)
+    log.info("job %s: %d chunks merged", job.id, plan.count)
+    return JobStatus.SUCCEEDED.value, True
+
+
+@shared_task(name=ANALYZE_CHUNK_TASK, bind=True, ignore_result=True, acks_late=True)
+def analyze_chunk_task(self: Task, job_id: str, index: int) -> str:
+    """Analyse chunk ``index`` of job ``job_id``; the last chunk stored merges the result."""
+    runtime = runtime_of(self)
+
+    def retry(exc: Exception) -> None:
+        countdown = min(60, 2 ** max(1, self.request.retries + 1))
+        log.warning(
+            "job %s chunk %d: transient error, retry in %d s: %s", job_id, index, countdown, exc
+        )
+        raise self.retry(exc=exc, countdown=countdown, max_retries=None)
+
+    try:
+        status, ended = run_chunk(runtime, job_id, index, retry=retry)
+    except TRANSIENT_ERRORS as exc:
+        retry(exc)
+        raise
+    if ended:
+        # This delivery ended the job: plots and callback, as the single-pass task does.
+        from tasks.render import enqueue_render
+        from tasks.webhooks import enqueue_webhook
+
+        finished = runtime.jobs.get(job_id)
+        if finished.status is JobStatus.SUCCEEDED:
+            enqueue_render(runtime, finished)
+        enqueue_webhook(runtime, finished)
+    return status
