@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from analysis.decode import open_audio
+from analysis.decode import decode_mono
 from analysis.limits import Limits
 
 # Rate the plots are drawn from: the analysis rate, so a plot shows what the features saw.
@@ -30,7 +30,8 @@ FRAMES_PER_PIXEL = 2
 
 
 def load_mono(path: str | Path, *, sr: int = PLOT_SR, limits: Limits = Limits()) -> np.ndarray:  # noqa: B008 - frozen
-    """Decode a file to a mono float32 signal at ``sr``.
+    """Decode a file to a mono float32 signal at ``sr``: ``analysis.decode.decode_mono``,
+    so a plot shows the signal the features saw.
 
     Parameters
     ----------
@@ -50,20 +51,7 @@ def load_mono(path: str | Path, *, sr: int = PLOT_SR, limits: Limits = Limits())
     InvalidAudio
         A subclass naming the broken rule.
     """
-    import soxr
-
-    chunks: list[np.ndarray] = []
-    with open_audio(path, limits=limits) as source:
-        rate = source.info.sample_rate
-        resampler = (
-            soxr.ResampleStream(rate, sr, 1, dtype="float32", quality="HQ") if rate != sr else None
-        )
-        for block in source.blocks():
-            mono = block[:, 0] if block.shape[1] == 1 else block.mean(axis=1, dtype=np.float32)
-            chunks.append(resampler.resample_chunk(mono) if resampler is not None else mono)
-        if resampler is not None:
-            chunks.append(resampler.resample_chunk(np.zeros(0, np.float32), last=True))
-    return np.concatenate(chunks).astype(np.float32, copy=False)
+    return decode_mono(path, sr=sr, limits=limits)[0]
 
 
 def waveform_peaks(

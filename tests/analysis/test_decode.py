@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from analysis import Limits, analyze_file
-from analysis.decode import open_audio
+from analysis.decode import decode_mono, open_audio
 from analysis.errors import (
     DecodedSizeExceeded,
     DurationExceeded,
@@ -175,3 +175,30 @@ def test_every_invalid_audio_code_is_distinct():
     codes = [c.code for c in classes]
     assert len(set(codes)) == len(codes)
     assert all(issubclass(c, InvalidAudio) for c in classes)
+
+
+def test_decode_mono_averages_the_channels_and_resamples(tmp_path: Path):
+    sr = 44100
+    a, b = sine(440.0, 2.0, sr, amplitude=0.6), sine(1000.0, 2.0, sr, amplitude=0.2)
+    # Left and right differ: their mean keeps both tones at half their amplitude.
+    path = write(tmp_path / "stereo.wav", np.stack([a, b], axis=1), sr, subtype="FLOAT")
+    y, info = decode_mono(path, sr=22050)
+    assert (info.sample_rate, info.channels) == (sr, 2)
+    assert y.dtype == np.float32 and y.shape == (2 * 22050,)
+    expected = (
+        sine(440.0, 2.0, 22050, amplitude=0.6) + sine(1000.0, 2.0, 22050, amplitude=0.2)
+    ) / 2
+    # Away from the edges, where the resampler's filter has no signal on one side.
+    np.testing.assert_allclose(y[500:-500], expected[500:-500], atol=2e-3)
+
+
+def test_decode_mono_at_the_native_rate_is_the_samples_themselves(tmp_path: Path):
+    y0 = sine(440.0, 1.0, 22050)
+    path = write(tmp_path / "mono.wav", y0, 22050, subtype="FLOAT")
+    y, _ = decode_mono(path, sr=22050)
+    np.testing.assert_array_equal(y, y0)
+
+
+def test_decode_mono_checks_the_limits(samples_dir: Path):
+    with pytest.raises(DurationExceeded):
+        decode_mono(samples_dir / "sine440.flac", sr=22050, limits=Limits(max_duration_s=1.0))
