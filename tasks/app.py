@@ -22,6 +22,12 @@ from tasks.settings import Settings
 # hanging the upload request).
 PUBLISH_TIMEOUT_S = 4.0
 
+# Seconds a filesystem:// consumer sleeps when a fetch finds nothing it may take. kombu's
+# default (1 s) also applies while the prefetch limit is reached, so a worker pool waited up
+# to a second after every task before taking the next: ~1 short job per second (measured by
+# scripts/bench_service.py). Idle, a pool lists the message folder this often.
+EMBEDDED_POLLING_INTERVAL_S = 0.05
+
 
 def broker_folders(settings: Settings) -> dict[str, str]:
     """Folders of the ``filesystem://`` transport, created if missing.
@@ -49,7 +55,11 @@ def make_celery(settings: Settings) -> Celery:
     app = Celery("earshot", set_as_current=False)
     transport_options: dict[str, Any]
     if settings.embedded:
-        transport_options = {**broker_folders(settings), "store_processed": True}
+        transport_options = {
+            **broker_folders(settings),
+            "store_processed": True,
+            "polling_interval": EMBEDDED_POLLING_INTERVAL_S,
+        }
     else:
         # Publisher confirms: a publish returns only once RabbitMQ has the message, so a job is
         # never reported queued for a message the broker dropped.

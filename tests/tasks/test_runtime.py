@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.app import broker_folders
+from tasks.app import EMBEDDED_POLLING_INTERVAL_S, broker_folders
 from tasks.errors import BrokerUnavailable
 from tasks.names import Priority, Queue
 from tasks.runtime import Runtime, build_runtime
@@ -74,3 +74,11 @@ def test_runtime_never_imports_the_analysis_stack() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == ""
+
+
+def test_embedded_consumer_polls_the_message_folder_often(runtime: Runtime) -> None:
+    # kombu's 1 s default made a worker pool idle up to a second after every task.
+    with runtime.celery.connection_for_read() as conn:
+        conn.ensure_connection(max_retries=1)
+        assert conn.transport.polling_interval == EMBEDDED_POLLING_INTERVAL_S
+    assert EMBEDDED_POLLING_INTERVAL_S <= 0.1
