@@ -218,8 +218,10 @@ class FeatureExtractor:
         seg = self._buf[start:stop]
         # Frames as rows of a strided view: frame t of the chunk starts at seg[t * hop].
         frames = np.lib.stride_tricks.sliding_window_view(seg, n_fft)[::hop]
+        # Magnitudes computed while looking for the tuning, reused below (by first frame).
+        done: dict[int, np.ndarray] = {}
         if self._chroma_T is None:
-            self._find_tuning(frames, last=f1 * hop >= self.n_samples)
+            done = self._find_tuning(frames, last=f1 * hop >= self.n_samples)
 
         rms, zcr = _time_domain(seg, n_fft, hop)
         self._parts["rms"].append(rms)
@@ -230,7 +232,8 @@ class FeatureExtractor:
         peak = np.empty_like(valley)
         for b0 in range(0, n, BLOCK_FRAMES):
             b1 = min(b0 + BLOCK_FRAMES, n)
-            self._spectral_block(frames[b0:b1], voiced[b0:b1], valley[b0:b1], peak[b0:b1])
+            S = done[b0] if b0 in done else self._magnitude(frames[b0:b1])
+            self._spectral_block(S, voiced[b0:b1], valley[b0:b1], peak[b0:b1])
         # power_to_db's top_db is relative to the largest value of the chunk, as when
         # spectral_contrast is called on it.
         self._contrast.add((_power_to_db(peak) - _power_to_db(valley))[voiced].T)
@@ -258,23 +261,25 @@ class FeatureExtractor:
         spectrum = np.fft.rfft(windowed, axis=1, out=self._spectrum[:m])
         return np.abs(spectrum, out=np.empty((m, spectrum.shape[1]), np.float32))
 
-    def _find_tuning(self, frames: np.ndarray, *, last: bool) -> None:
+    def _find_tuning(self, frames: np.ndarray, *, last: bool) -> dict[int, np.ndarray]:
         """Estimate tuning from the first ``TUNING_FRAMES`` frames with sound in ``frames``.
 
         Tuning is estimated once, from the first chunk with sound: chroma_stft's per-call
-        estimate is its slow path, and tuning does not drift within a recording.
+        estimate is its slow path, and tuning does not drift within a recording. Returns the
+        magnitude blocks it computed, by first frame.
         """
+        done: dict[int, np.ndarray] = {}
         found: list[np.ndarray] = []
         count = 0
         for b0 in range(0, frames.shape[0], BLOCK_FRAMES):
-            S = self._magnitude(frames[b0 : b0 + BLOCK_FRAMES])
+            S = done[b0] = self._magnitude(frames[b0 : b0 + BLOCK_FRAMES])
             sound = S[(S * S).sum(axis=1) > _MIN_POWER]
             found.append(sound[: TUNING_FRAMES - count])
             count += found[-1].shape[0]
             if count >= TUNING_FRAMES:
                 break
         if count == 0 and not last:
-            return
+            return done
         S = np.concatenate(found) if found else np.zeros((0, self._freqs.size), np.float32)
         self._tuning = _estimate_tuning(S.T, self.sr, self.n_fft)
         # float32 like the spectrum: a float64 basis would upcast every chunk.
@@ -282,17 +287,18 @@ class FeatureExtractor:
             librosa.filters.chroma(sr=self.sr, n_fft=self.n_fft, tuning=self._tuning).T,
             dtype=np.float32,
         )
+        return done
 
     def _spectral_block(
-        self, frames: np.ndarray, voiced: np.ndarray, valley: np.ndarray, peak: np.ndarray
+        self, S: np.ndarray, voiced: np.ndarray, valley: np.ndarray, peak: np.ndarray
     ) -> None:
         """Every spectral feature of a few consecutive frames, while they are in cache.
 
         Frames are rows (frames x bins, each frame contiguous), so every per-frame reduction
-        reads memory in order. Fills ``voiced`` and the contrast ``valley`` / ``peak``
-        (converted to dB once per chunk); appends to the series and moments.
+        reads memory in order. ``S`` is their magnitude spectrum (``_magnitude``). Fills
+        ``voiced`` and the contrast ``valley`` / ``peak`` (converted to dB once per chunk);
+        appends to the series and moments.
         """
-        S = self._magnitude(frames)
         power = S * S
         np.greater(power.sum(axis=1), _MIN_POWER, out=voiced)
         for name, values in _spectral_shape(S, power, self._freqs, self._moments).items():
