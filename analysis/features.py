@@ -9,6 +9,7 @@ kept. Frames are exactly the frames ``librosa.stft(center=True)`` makes of the w
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import librosa
@@ -132,26 +133,16 @@ class FeatureExtractor:
         self.n_mfcc = n_mfcc
         self.chunk_frames = chunk_frames
         self.n_samples = 0
-        self._freqs = librosa.fft_frequencies(sr=sr, n_fft=n_fft)
-        # Sum, first and second moment of frequency in one (bins, 3) product per block, in
-        # float64: the bandwidth is their difference E[f^2] - E[f]^2, which float32 would
-        # round visibly for a pure tone (librosa computes it in float64 too).
-        self._moments = np.stack([np.ones_like(self._freqs), self._freqs, self._freqs**2], axis=1)
-        self._window = librosa.filters.get_window("hann", n_fft, fftbins=True)
+        bases = _bases(sr, n_fft, n_mels, n_mfcc)
+        self._freqs = bases.freqs
+        self._moments = bases.moments
+        self._window = bases.window
+        self._mel_floor_db = bases.mel_floor_db
+        self._mel_T = bases.mel_T
+        self._contrast_bands = bases.contrast_bands
+        self._dct = bases.dct
         self._windowed = np.empty((BLOCK_FRAMES, n_fft))
         self._spectrum = np.empty((BLOCK_FRAMES, 1 + n_fft // 2), np.complex128)
-        mel_basis = librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels)
-        self._mel_floor_db = _full_scale_mel_db(mel_basis, sr, n_fft) - MEL_RANGE_DB
-        # A mel filter covers a few adjacent bins: ~2 nonzeros per bin instead of n_mels, so
-        # the sparse product is ~60x fewer multiply-adds than the dense one.
-        self._mel_T = scipy.sparse.csr_array(mel_basis.T.astype(np.float32))
-        self._contrast_bands = _contrast_bands(self._freqs, sr)
-        # The first n_mfcc rows of the orthonormal DCT-II as an (n_mels, n_mfcc) matrix: one
-        # small product instead of a full-length scipy.fft.dct per block (~15x faster).
-        self._dct = np.ascontiguousarray(
-            scipy.fft.dct(np.eye(n_mels), axis=0, type=2, norm="ortho")[:n_mfcc].T,
-            dtype=np.float32,
-        )
         self._chroma_T: np.ndarray | None = None
         self._tuning = 0.0
         self._prev_mel_db: np.ndarray | None = None
@@ -284,8 +275,7 @@ class FeatureExtractor:
         self._tuning = _estimate_tuning(S.T, self.sr, self.n_fft)
         # float32 like the spectrum: a float64 basis would upcast every chunk.
         self._chroma_T = np.ascontiguousarray(
-            librosa.filters.chroma(sr=self.sr, n_fft=self.n_fft, tuning=self._tuning).T,
-            dtype=np.float32,
+            _chroma_basis(self.sr, self.n_fft, self._tuning).T, dtype=np.float32
         )
         return done
 
@@ -322,6 +312,50 @@ class FeatureExtractor:
             top = chroma.max(axis=1, keepdims=True)
             chroma /= np.where(top > _MIN_POWER, top, 1.0)
             self._chroma.add(chroma[voiced].T)
+
+
+@dataclass(frozen=True)
+class _Bases:
+    """Constant arrays of one (sr, n_fft, n_mels, n_mfcc): built once per process."""
+
+    freqs: np.ndarray
+    moments: np.ndarray
+    window: np.ndarray
+    mel_floor_db: float
+    mel_T: scipy.sparse.csr_array
+    contrast_bands: list[tuple[int, int, int]]
+    dct: np.ndarray
+
+
+@functools.cache
+def _bases(sr: int, n_fft: int, n_mels: int, n_mfcc: int) -> _Bases:
+    freqs = librosa.fft_frequencies(sr=sr, n_fft=n_fft)
+    mel_basis = librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels)
+    return _Bases(
+        freqs=freqs,
+        # Sum, first and second moment of frequency in one (bins, 3) product per block, in
+        # float64: the bandwidth is their difference E[f^2] - E[f]^2, which float32 would
+        # round visibly for a pure tone (librosa computes it in float64 too).
+        moments=np.stack([np.ones_like(freqs), freqs, freqs**2], axis=1),
+        window=librosa.filters.get_window("hann", n_fft, fftbins=True),
+        mel_floor_db=_full_scale_mel_db(mel_basis, sr, n_fft) - MEL_RANGE_DB,
+        # A mel filter covers a few adjacent bins: ~2 nonzeros per bin instead of n_mels, so
+        # the sparse product is ~60x fewer multiply-adds than the dense one.
+        mel_T=scipy.sparse.csr_array(mel_basis.T.astype(np.float32)),
+        contrast_bands=_contrast_bands(freqs, sr),
+        # The first n_mfcc rows of the orthonormal DCT-II as an (n_mels, n_mfcc) matrix: one
+        # small product instead of a full-length scipy.fft.dct per block (~15x faster).
+        dct=np.ascontiguousarray(
+            scipy.fft.dct(np.eye(n_mels), axis=0, type=2, norm="ortho")[:n_mfcc].T,
+            dtype=np.float32,
+        ),
+    )
+
+
+@functools.lru_cache(maxsize=64)
+def _chroma_basis(sr: int, n_fft: int, tuning: float) -> np.ndarray:
+    # Tuning comes in steps of 0.01 semitone, so files share a handful of bases.
+    return librosa.filters.chroma(sr=sr, n_fft=n_fft, tuning=tuning)
 
 
 def spectral_features(
