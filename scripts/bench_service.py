@@ -23,6 +23,7 @@ import argparse
 import concurrent.futures
 import contextlib
 import datetime
+import json
 import multiprocessing
 import os
 import shutil
@@ -280,6 +281,34 @@ class Process:
         self._log.close()
 
 
+def group_cpu_s(pgid: int) -> float:
+    """CPU seconds (user + system) used so far by the live processes of one process group."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            # The command name may hold spaces; the fields after its closing parenthesis don't.
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # the process ended while we looked
+        if int(fields[2]) == pgid:
+            total += int(fields[11]) + int(fields[12])
+    return total / tick
+
+
+def task_runtimes(log_text: str) -> dict[str, list[float]]:
+    """Celery's own run time of each task, by task name, from a worker's JSON log lines."""
+    runtimes: dict[str, list[float]] = {}
+    for line in log_text.splitlines():
+        if '"runtime"' not in line:
+            continue
+        with contextlib.suppress(ValueError):
+            data = json.loads(line).get("data") or {}
+            if "runtime" in data and "name" in data:
+                runtimes.setdefault(data["name"], []).append(float(data["runtime"]))
+    return runtimes
+
+
 def service_env(data_dir: Path, numba_cache: Path, **settings: str) -> dict[str, str]:
     # PYTHONPATH (set by main to the code measured) comes with os.environ.
     env = {k: v for k, v in os.environ.items() if not k.startswith("EARSHOT_")}
@@ -395,20 +424,23 @@ def submit_all(url: str, clips: list[Path]) -> list[Submitted]:
 
 def wait_finished(stack: Stack, ids: list[str]) -> dict[str, Any]:
     """Rows of every job once all are finished; raises when one failed or a process died."""
-    from sqlalchemy import select
+    from sqlalchemy import func, select
 
     from tasks.jobs import JobRow
 
     wanted = set(ids)
+    finished = JobRow.status.in_(("succeeded", "failed", "canceled"))
     deadline = time.monotonic() + JOB_TIMEOUT_S
     while True:
         stack.check_alive()
         with stack.store.session() as session:
-            rows = session.scalars(
-                select(JobRow).where(JobRow.status.in_(("succeeded", "failed", "canceled")))
-            ).all()
-            done = {r.id: r for r in rows if r.id in wanted}
-            if len(done) == len(wanted):
+            # Only the count while waiting: this process shares the CPUs with the service.
+            count = session.scalar(
+                select(func.count()).select_from(JobRow).where(finished, JobRow.id.in_(wanted))
+            )
+            if count == len(wanted):
+                rows = session.scalars(select(JobRow).where(JobRow.id.in_(wanted))).all()
+                done = {r.id: r for r in rows}
                 failed = [r for r in done.values() if r.status != "succeeded"]
                 if failed:
                     r = failed[0]
@@ -425,7 +457,7 @@ def wait_finished(stack: Stack, ids: list[str]) -> dict[str, Any]:
                     for r in done.values()
                 }
         if time.monotonic() > deadline:
-            raise BenchError(f"{len(wanted) - len(done)} jobs unfinished after {JOB_TIMEOUT_S} s")
+            raise BenchError(f"{len(wanted) - count} jobs unfinished after {JOB_TIMEOUT_S} s")
         time.sleep(POLL_S)
 
 
@@ -452,6 +484,8 @@ class Throughput:
     upload_s: list[float]
     queue_s: list[float]
     run_s: list[float]
+    cpu_s: dict[str, float] = field(default_factory=dict)
+    task_s: dict[str, list[float]] = field(default_factory=dict)
     cached_jobs: int = 0
     cached_wall_s: float = 0.0
 
@@ -461,6 +495,8 @@ class Throughput:
 
 
 def throughput(mode: str, stack: Stack, clips: list[Path]) -> Throughput:
+    from tasks.names import RENDER_TASK
+
     worker = stack.start(
         [
             "worker",
@@ -471,10 +507,22 @@ def throughput(mode: str, stack: Stack, clips: list[Path]) -> Throughput:
     )
     worker.wait_worker_ready()
     log(f"  {mode}: submitting {len(clips)} clips …")
+    groups = {"api": stack.processes[0].popen.pid, "worker": worker.popen.pid}
+    cpu_before = {name: group_cpu_s(pgid) for name, pgid in groups.items()}
+    own_before = time.process_time()
     started = time.time()
     submitted = submit_all(stack.url, clips)
     rows = wait_finished(stack, [s.job_id for s in submitted])
     wall = max(r["finished"] for r in rows.values()) - started
+    # The last job's render may still be running: wait for the queue to drain.
+    deadline = time.monotonic() + JOB_TIMEOUT_S
+    while len(task_runtimes(worker.text()).get(RENDER_TASK, [])) < len(clips):
+        worker.check_alive()
+        if time.monotonic() > deadline:
+            raise BenchError(f"renders unfinished after {JOB_TIMEOUT_S} s")
+        time.sleep(POLL_S)
+    cpu = {name: group_cpu_s(pgid) - cpu_before[name] for name, pgid in groups.items()}
+    cpu["bench client"] = time.process_time() - own_before
     by_id = {s.job_id: s for s in submitted}
     result = Throughput(
         mode=mode,
@@ -484,6 +532,8 @@ def throughput(mode: str, stack: Stack, clips: list[Path]) -> Throughput:
         upload_s=[s.answered_at - s.sent_at for s in submitted],
         queue_s=[rows[i]["started"] - rows[i]["created"] for i in by_id],
         run_s=[rows[i]["finished"] - rows[i]["started"] for i in by_id],
+        cpu_s=cpu,
+        task_s=task_runtimes(worker.text()),
     )
     # The same clips again: each answer is a finished job reusing the stored result.
     again = clips[: min(CACHED_JOBS, len(clips))]
@@ -503,29 +553,40 @@ class ColdStart:
     cache: str
     ready_s: float
     latency_s: list[float]
+    render_s: list[float]
 
 
 def cold_start(stack: Stack, clips: list[Path], numba_cache: Path, label: str) -> ColdStart:
-    """A fresh one-process worker, then COLD_RUNS jobs one after another, each waited for."""
+    """A fresh one-process worker on the batch and render queues, then COLD_RUNS jobs one
+    after another, each waited for with its plots (so a render never delays the next job)."""
     import httpx
+
+    from tasks.names import RENDER_TASK
 
     env = {**stack.env, "NUMBA_CACHE_DIR": str(numba_cache)}
     worker = Process(
-        ["worker", "--queues=earshot.batch", "--concurrency=1"],
+        ["worker", "--queues=earshot.batch,earshot.render", "--concurrency=1"],
         env=env,
-        log_path=stack.workdir / f"worker-cold-{label}.log",
+        log_path=stack.workdir / f"worker-cold-{label.split()[0]}.log",
     )
     stack.processes.append(worker)
     ready = worker.wait_worker_ready()
     latencies = []
     with httpx.Client(timeout=60) as client:
-        for path in clips:
+        for done, path in enumerate(clips, 1):
             sent = submit(client, stack.url, path)
             row = wait_finished(stack, [sent.job_id])[sent.job_id]
             latencies.append(row["finished"] - sent.sent_at)
+            deadline = time.monotonic() + JOB_TIMEOUT_S
+            while len(task_runtimes(worker.text()).get(RENDER_TASK, [])) < done:
+                worker.check_alive()
+                if time.monotonic() > deadline:
+                    raise BenchError(f"render {done} unfinished after {JOB_TIMEOUT_S} s")
+                time.sleep(POLL_S)
+    renders = task_runtimes(worker.text())[RENDER_TASK]
     worker.stop()
     stack.processes.remove(worker)
-    return ColdStart(label, ready, latencies)
+    return ColdStart(label, ready, latencies, renders)
 
 
 # --- report ------------------------------------------------------------------------------
@@ -561,6 +622,8 @@ def render(
         code = f"`{head or 'unknown'}`" + (
             " with uncommitted changes (working tree)" if dirty else ""
         )
+    from tasks.names import ANALYZE_TASK, RENDER_TASK
+
     per_clip = statistics.fmean(alone.per_clip_wall)
     n = len(alone.per_clip_wall)
     lines = [
@@ -596,6 +659,27 @@ def render(
         )
     lines += [
         "",
+        "Where a job's time goes, per job: Celery's run time of the analyze task (analysis, "
+        "row updates, result files) and of the render task that follows it (decode again, "
+        "waveform peaks, spectrogram PNG), and the CPU time each process group used during the "
+        "run (*worker* includes both tasks and Celery itself; *bench client* is this script's "
+        "HTTP uploads and job-store polling).",
+        "",
+        "| | analyze task ms | render task ms | overhead without render ms | API CPU ms "
+        "| worker CPU ms | bench client CPU ms |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for run in runs:
+        analyze = statistics.fmean(run.task_s.get(ANALYZE_TASK, [float("nan")]))
+        render_ms = statistics.fmean(run.task_s.get(RENDER_TASK, [float("nan")]))
+        overhead = run.wall_s * WORKERS / run.jobs - per_clip - render_ms
+        cpu = {k: v / run.jobs for k, v in run.cpu_s.items()}
+        lines.append(
+            f"| {run.mode} | {ms(analyze)} | {ms(render_ms)} | {ms(overhead)} "
+            f"| {ms(cpu['api'])} | {ms(cpu['worker'])} | {ms(cpu['bench client'])} |"
+        )
+    lines += [
+        "",
         f"Analysis per clip: {ms(per_clip)} ms wall, {ms(statistics.fmean(alone.per_clip_cpu))}"
         " ms CPU (mean). Latency is from the upload's start to the job marked succeeded; with "
         "every clip sent at once it is mostly queue wait. *In worker* is the job's "
@@ -614,19 +698,22 @@ def render(
         )
     lines += [
         "",
-        f"Cold start (scaled-out stack): a fresh `earshot worker --concurrency 1`, then "
-        f"{COLD_RUNS} new clips one after another, each uploaded once the previous succeeded. "
+        f"Cold start (scaled-out stack): a fresh `earshot worker --concurrency 1` on the batch "
+        f"and render queues, then {COLD_RUNS} new clips one after another, each uploaded once "
+        "the previous one succeeded and its plots were drawn. "
         "*Ready* is process start to Celery's `ready.` (imports and the warm-up analysis are "
         "paid there, before the pool forks); latency is upload start to succeeded.",
         "",
-        f"| NUMBA_CACHE_DIR | ready s | 1st job latency ms | {COLD_RUNS}th job latency ms "
-        f"| median of 2nd to {COLD_RUNS}th ms |",
-        "|---|---:|---:|---:|---:|",
+        f"| NUMBA_CACHE_DIR | ready s | job latency ms: 1st | {COLD_RUNS}th "
+        f"| median of 2nd to {COLD_RUNS}th | render task ms: 1st | {COLD_RUNS}th "
+        f"| median of 2nd to {COLD_RUNS}th |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for c in cold:
         lines.append(
             f"| {c.cache} | {c.ready_s:.1f} | {ms(c.latency_s[0])} | {ms(c.latency_s[-1])} "
-            f"| {ms(statistics.median(c.latency_s[1:]))} |"
+            f"| {ms(statistics.median(c.latency_s[1:]))} | {ms(c.render_s[0])} "
+            f"| {ms(c.render_s[-1])} | {ms(statistics.median(c.render_s[1:]))} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -660,6 +747,9 @@ def main(argv: list[str] | None = None) -> int:
         "--ref",
         metavar="REV",
         help="measure the packages as committed at REV, not the working tree",
+    )
+    parser.add_argument(
+        "--keep-logs", action="store_true", help="copy every process's log to .bench/service-logs/"
     )
     parser.add_argument("--profile", type=int, default=0, help=argparse.SUPPRESS)
     # `make bench BENCH_ARGS=…` passes scripts/bench.py's options here too; they do not apply.
@@ -718,6 +808,14 @@ def main(argv: list[str] | None = None) -> int:
         with running_api(service_env(workdir, numba_cache), workdir) as stack:
             log("embedded (filesystem:// + SQLite) …")
             runs.append(throughput("embedded: filesystem:// + SQLite", stack, clips))
+
+        if args.keep_logs:
+            kept = CACHE / "service-logs"
+            shutil.rmtree(kept, ignore_errors=True)
+            kept.mkdir(parents=True)
+            for path in tmp.rglob("*.log"):
+                shutil.copy(path, kept / f"{path.parent.name}-{path.name}")
+            log(f"logs in {kept.relative_to(ROOT)}")
 
     section = render(
         argv=argv,
