@@ -127,14 +127,28 @@ def session_cpu_s(sid: int) -> float:
 
 
 class Worker:
-    """`earshot worker` in its own session, logging to a file."""
+    """`earshot worker` on the analysis queues, in its own session, logging to a file.
+
+    Plots (the render queue) are left to a pool of their own, as `earshot dev` and the compose
+    file run them: a render of the previous job would otherwise hold a pool process while the
+    next job is timed.
+    """
 
     def __init__(self, env: dict[str, str], concurrency: int, log_path: Path) -> None:
+        from tasks.names import Queue
+
         self.log_path = log_path
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.started = time.perf_counter()
         self.popen = subprocess.Popen(
-            [sys.executable, "-m", "earshot", "worker", f"--concurrency={concurrency}"],
+            [
+                sys.executable,
+                "-m",
+                "earshot",
+                "worker",
+                f"--queues={Queue.INTERACTIVE.value},{Queue.BATCH.value}",
+                f"--concurrency={concurrency}",
+            ],
             cwd=ROOT,
             env=env,
             stdout=self._log,
@@ -496,7 +510,13 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _exit_on_sigterm(signum: int, _frame: Any) -> None:
+    # A clean exit, so the finally blocks stop the worker and remove its temporary folder.
+    raise SystemExit(128 + signum)
+
+
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         sys.exit(main())
     except BenchError as exc:
