@@ -39,6 +39,10 @@ SERIES = (
 SILENCE_THRESHOLD_DB = -60.0
 # Frames (from the first chunk's non-silent ones) the tuning estimate looks at: ~12 s.
 TUNING_FRAMES = 512
+# librosa.piptrack's defaults, as estimate_tuning calls it.
+_TUNING_FMIN = 150.0
+_TUNING_FMAX = 4000.0
+_TUNING_THRESHOLD = 0.1
 # Log-mel values are floored this far below the log-mel peak of a full-scale sine (librosa's
 # top_db, but absolute, so that chunks agree): without it the dB of near-empty bands is
 # rounding noise, and the onset envelope of a steady tone would be too.
@@ -562,7 +566,48 @@ def _full_scale_mel_db(mel_basis: np.ndarray, sr: int, n_fft: int) -> float:
 
 
 def _estimate_tuning(S: np.ndarray, sr: int, n_fft: int) -> float:
+    """``librosa.estimate_tuning(S=S, sr=sr, n_fft=n_fft)`` of a (bins, frames) magnitude.
+
+    The same numbers (piptrack's defaults: peaks between 150 and 4000 Hz that rise above a
+    tenth of their frame's maximum, parabolic interpolation, magnitudes above the median,
+    then ``pitch_tuning``), computed only on the bins piptrack's frequency mask keeps: a
+    quarter of the spectrum, and without its per-bin numba stencils, ~4x faster. The
+    arithmetic follows librosa's dtypes (float32 spectrum, float64 interpolation) so that the
+    pitches, and so the histogram bin that wins, are the same.
+    """
     if S.shape[1] == 0 or not np.any(S > 0):
         return 0.0
-    tuning = float(librosa.estimate_tuning(S=S, sr=sr, n_fft=n_fft))
+    freqs = librosa.fft_frequencies(sr=sr, n_fft=n_fft)
+    kept = np.flatnonzero((freqs >= _TUNING_FMIN) & (freqs < min(_TUNING_FMAX, sr / 2.0)))
+    if kept.size == 0:
+        return 0.0
+    lo, hi = int(kept[0]), int(kept[-1]) + 1
+    # Bins lo-1 .. hi: each kept bin with both neighbours (lo >= 1 since fmin > 0, and hi is
+    # at most the Nyquist bin since the mask stops below it).
+    x = S[lo - 1 : hi + 1]
+    ref = np.float32(_TUNING_THRESHOLD) * S.max(axis=0)
+    z = x * (x > ref)
+    centre, below, above = x[1:-1], x[:-2], x[2:]
+    peaks = (z[1:-1] > z[:-2]) & (z[1:-1] >= z[2:])
+    # librosa's stencil: a in float64 from a float32 sum, b a float32 difference halved in
+    # float64, the shift stored as float32.
+    a = (above + below).astype(np.float64) - 2 * centre.astype(np.float64)
+    b = (above - below).astype(np.float64) / 2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        shift = np.where(np.abs(b) >= np.abs(a), 0.0, -b / a).astype(np.float32)
+    # np.gradient inside the spectrum: central differences in float32.
+    dskew = np.float32(0.5) * ((above - below) / np.float32(2.0)) * shift
+    rows, cols = np.nonzero(peaks)
+    pitch = ((rows + lo + shift[rows, cols].astype(np.float64)) * float(sr) / n_fft).astype(
+        np.float32
+    )
+    mag = centre[rows, cols] + dskew[rows, cols]
+    voiced = pitch > 0
+    if not np.any(voiced):
+        return 0.0
+    threshold = np.median(mag[voiced])
+    chosen = pitch[(mag >= threshold) & voiced]
+    if not np.any(chosen > 0):
+        return 0.0
+    tuning = float(librosa.pitch_tuning(chosen))
     return tuning if np.isfinite(tuning) else 0.0

@@ -6,7 +6,7 @@ import librosa
 import numpy as np
 import pytest
 
-from analysis.features import FeatureExtractor, spectral_features
+from analysis.features import FeatureExtractor, _estimate_tuning, spectral_features
 
 
 @pytest.fixture
@@ -66,3 +66,17 @@ def test_pushing_in_uneven_pieces_gives_the_same_features(
     np.testing.assert_allclose(streamed.mfcc.mean(), whole.mfcc.mean(), rtol=1e-5)
     np.testing.assert_allclose(streamed.contrast.mean(), whole.contrast.mean(), rtol=1e-5)
     np.testing.assert_allclose(streamed.chroma.mean(), whole.chroma.mean(), rtol=1e-5)
+
+
+@pytest.mark.parametrize("semitones", [0.0, -0.2, 0.31])
+def test_tuning_estimate_is_librosas(rng: np.random.Generator, semitones: float):
+    sr = 22050
+    t = np.arange(3 * sr) / sr
+    # A C-major triad tuned `semitones` away from A440, over a little noise.
+    hz = 440.0 * 2 ** ((np.array([-9, -5, -2]) + semitones) / 12)
+    y = np.sin(2 * np.pi * np.outer(t, hz)).sum(axis=1) / 4 + 0.01 * rng.standard_normal(t.size)
+    S = np.abs(librosa.stft(y.astype(np.float32)))
+    ours = _estimate_tuning(S, sr, 2048)
+    assert ours == float(librosa.estimate_tuning(S=S, sr=sr, n_fft=2048))
+    # librosa's estimate itself is this close at n_fft 2048 (bins ~11 Hz apart).
+    assert ours == pytest.approx(semitones, abs=0.05)
