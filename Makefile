@@ -47,6 +47,7 @@ format: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python scripts/bench.py $(BENCH_ARGS)
 	$(BIN)/python scripts/bench_service.py $(BENCH_ARGS)
+	$(BIN)/python scripts/bench_chunks.py $(BENCH_ARGS)
 
 clean:
 	rm -rf var .pytest_cache .mypy_cache .ruff_cache

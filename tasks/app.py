@@ -7,11 +7,17 @@ in the job store is its state.
 
 from __future__ import annotations
 
+import os
+import time
+import uuid
 from typing import Any
 
 from celery import Celery
 from kombu import Exchange
 from kombu import Queue as KombuQueue
+from kombu.exceptions import ChannelError
+from kombu.transport import filesystem
+from kombu.utils.json import dumps
 
 from tasks import metrics
 from tasks.logs import install_celery_hooks
@@ -50,6 +56,36 @@ def broker_folders(settings: Settings) -> dict[str, str]:
     return {name: str(path) for name, path in folders.items()}
 
 
+class AtomicFilesystemChannel(filesystem.Channel):
+    """kombu's filesystem channel, but a message appears in the folder only once written.
+
+    kombu creates ``<name>.msg`` empty and then writes it; a consumer polling the folder can
+    claim and read it in between (its flock is never checked by ``_get``), fail on the empty
+    JSON and take the worker down (seen with a chunked job publishing its chunks). Writing under
+    a name no queue matches and renaming on the same file system makes the message whole or
+    absent.
+    """
+
+    # kombu's virtual base and its filesystem channel name the second parameter differently,
+    # so no signature satisfies mypy for both; callers pass it positionally.
+    def _put(self, queue: Any, payload: Any, **kwargs: Any) -> None:  # type: ignore[override]
+        name = f"{int(time.monotonic() * 1000)}_{uuid.uuid4()}.{queue}.msg"
+        final = os.path.join(self.data_folder_out, name)
+        partial = final + ".part"
+        try:
+            with open(partial, "wb") as f:
+                f.write(dumps(payload).encode())
+            os.replace(partial, final)
+        except OSError as exc:
+            raise ChannelError(f"Cannot add file {final!r} to directory") from exc
+
+
+class AtomicFilesystemTransport(filesystem.Transport):
+    """The ``filesystem://`` transport with whole-message publishes."""
+
+    Channel = AtomicFilesystemChannel
+
+
 def make_celery(settings: Settings) -> Celery:
     """The Celery app for ``settings`` (importing tasks.analyze registers the task on it)."""
     app = Celery("earshot", set_as_current=False)
@@ -67,6 +103,7 @@ def make_celery(settings: Settings) -> Celery:
     exchange = Exchange("earshot", type="direct", durable=True)
     app.conf.update(
         broker_url=settings.effective_broker_url,
+        broker_transport=AtomicFilesystemTransport if settings.embedded else None,
         broker_transport_options=transport_options,
         broker_connection_timeout=PUBLISH_TIMEOUT_S,
         broker_connection_retry_on_startup=True,
