@@ -171,7 +171,7 @@ def worker(
         # A forked pool process must not share the parent's database connections.
         runtime.jobs.engine.dispose(close=False)
 
-    warm_up()
+    warm_up(draws_plots=Queue.RENDER.value in queues)
     if reconcile:
         from tasks.reconcile import reconcile_forever
 
@@ -199,10 +199,17 @@ def worker(
     return 0
 
 
-def warm_up() -> None:
-    """Pay librosa's imports and numba's JIT once in the parent, before the pool forks."""
+def warm_up(*, draws_plots: bool = False) -> None:
+    """Pay librosa's imports and numba's JIT once in the parent, before the pool forks.
+
+    A pool that draws plots also pays matplotlib's imports and first figure here: otherwise
+    each pool process's first render took about a second instead of tens of milliseconds
+    (scripts/bench_service.py, cold start).
+    """
     import analysis
 
+    if draws_plots:
+        warm_up_plots()
     warmup = getattr(analysis, "warmup", None)
     if warmup is None:
         return
@@ -220,6 +227,19 @@ def warm_up() -> None:
             fcntl.flock(lock, fcntl.LOCK_EX)
             warmup()
     log.info("analysis warmed up in %.1f s", time.monotonic() - started)
+
+
+def warm_up_plots() -> None:
+    """Draw one small spectrogram so matplotlib is imported and set up before the fork."""
+    import numpy as np
+
+    from analysis.plots import PLOT_SR, spectrogram_png, waveform_peaks
+
+    started = time.monotonic()
+    y = 0.1 * np.sin(2 * np.pi * 440.0 * np.arange(PLOT_SR) / PLOT_SR).astype(np.float32)
+    waveform_peaks(y, PLOT_SR)
+    spectrogram_png(y, PLOT_SR, beats_s=[0.5])
+    log.info("plots warmed up in %.1f s", time.monotonic() - started)
 
 
 def dev(host: str, port: int) -> int:
