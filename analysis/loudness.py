@@ -167,42 +167,76 @@ def _k_weighted_steps(
     the energies of the steps completed go to ``out`` and their count is returned.
     """
     n, channels = x.shape
-    b00, b01, b02, a01, a02 = sos[0, 0], sos[0, 1], sos[0, 2], sos[0, 4], sos[0, 5]
-    b10, b11, b12, a11, a12 = sos[1, 0], sos[1, 1], sos[1, 2], sos[1, 4], sos[1, 5]
-    energy = np.zeros(n)
-    for c in range(0, channels, 2):
-        # An odd last channel is paired with itself; its twin's result is not counted.
-        d = c + 1 if c + 1 < channels else c
-        twin = 1.0 if d != c else 0.0
-        p00, p01, p10, p11 = zi[0, 0, c], zi[0, 1, c], zi[1, 0, c], zi[1, 1, c]
-        q00, q01, q10, q11 = zi[0, 0, d], zi[0, 1, d], zi[1, 0, d], zi[1, 1, d]
-        for t in range(n):
-            v = np.float64(x[t, c])
-            w = np.float64(x[t, d])
-            y0 = b00 * v + p00
-            u0 = b00 * w + q00
-            p00 = b01 * v - a01 * y0 + p01
-            q00 = b01 * w - a01 * u0 + q01
-            p01 = b02 * v - a02 * y0
-            q01 = b02 * w - a02 * u0
-            y1 = b10 * y0 + p10
-            u1 = b10 * u0 + q10
-            p10 = b11 * y0 - a11 * y1 + p11
-            q10 = b11 * u0 - a11 * u1 + q11
-            p11 = b12 * y0 - a12 * y1
-            q11 = b12 * u0 - a12 * u1
-            energy[t] += y1 * y1 + twin * (u1 * u1)
-        zi[0, 0, c], zi[0, 1, c], zi[1, 0, c], zi[1, 1, c] = p00, p01, p10, p11
-        if d != c:
-            zi[0, 0, d], zi[0, 1, d], zi[1, 0, d], zi[1, 1, d] = q00, q01, q10, q11
+    k = (sos[0, 0], sos[0, 1], sos[0, 2], sos[0, 4], sos[0, 5],
+         sos[1, 0], sos[1, 1], sos[1, 2], sos[1, 4], sos[1, 5])  # fmt: skip
     acc, filled = partial[0], int(partial[1])
     done = 0
-    for t in range(n):
-        acc += energy[t]
-        filled += 1
-        if filled == step:
-            out[done] = acc
-            done += 1
-            acc, filled = 0.0, 0
+    if channels <= 2:
+        # Mono and stereo, nearly every file: energies go straight into the steps.
+        d = channels - 1
+        twin = 1.0 if d else 0.0
+        z = _state(zi, 0, d)
+        for t in range(n):
+            y, u, z = _biquads(np.float64(x[t, 0]), np.float64(x[t, d]), k, z)
+            acc += y * y + twin * (u * u)
+            filled += 1
+            if filled == step:
+                out[done] = acc
+                done += 1
+                acc, filled = 0.0, 0
+        _store(zi, 0, d, z)
+    else:
+        energy = np.zeros(n)
+        for c in range(0, channels, 2):
+            # An odd last channel is paired with itself; its twin's result is not counted.
+            d = min(c + 1, channels - 1)
+            twin = 1.0 if d != c else 0.0
+            z = _state(zi, c, d)
+            for t in range(n):
+                y, u, z = _biquads(np.float64(x[t, c]), np.float64(x[t, d]), k, z)
+                energy[t] += y * y + twin * (u * u)
+            _store(zi, c, d, z)
+        for t in range(n):
+            acc += energy[t]
+            filled += 1
+            if filled == step:
+                out[done] = acc
+                done += 1
+                acc, filled = 0.0, 0
     partial[0], partial[1] = acc, filled
     return done
+
+
+@numba.njit(inline="always")
+def _biquads(
+    v: float, w: float, k: tuple[float, ...], z: tuple[float, ...]
+) -> tuple[float, float, tuple[float, ...]]:
+    """One sample of channels ``v`` and ``w`` through both sections; ``z`` is their state."""
+    b00, b01, b02, a01, a02, b10, b11, b12, a11, a12 = k
+    p00, p01, p10, p11, q00, q01, q10, q11 = z
+    y0 = b00 * v + p00
+    u0 = b00 * w + q00
+    p00 = b01 * v - a01 * y0 + p01
+    q00 = b01 * w - a01 * u0 + q01
+    p01 = b02 * v - a02 * y0
+    q01 = b02 * w - a02 * u0
+    y1 = b10 * y0 + p10
+    u1 = b10 * u0 + q10
+    p10 = b11 * y0 - a11 * y1 + p11
+    q10 = b11 * u0 - a11 * u1 + q11
+    p11 = b12 * y0 - a12 * y1
+    q11 = b12 * u0 - a12 * u1
+    return y1, u1, (p00, p01, p10, p11, q00, q01, q10, q11)
+
+
+@numba.njit(inline="always")
+def _state(zi: np.ndarray, c: int, d: int) -> tuple[float, ...]:
+    return (zi[0, 0, c], zi[0, 1, c], zi[1, 0, c], zi[1, 1, c],
+            zi[0, 0, d], zi[0, 1, d], zi[1, 0, d], zi[1, 1, d])  # fmt: skip
+
+
+@numba.njit(inline="always")
+def _store(zi: np.ndarray, c: int, d: int, z: tuple[float, ...]) -> None:
+    # With d == c the twin's state is written last; both copies are the same channel's.
+    zi[0, 0, d], zi[0, 1, d], zi[1, 0, d], zi[1, 1, d] = z[4], z[5], z[6], z[7]
+    zi[0, 0, c], zi[0, 1, c], zi[1, 0, c], zi[1, 1, c] = z[0], z[1], z[2], z[3]
