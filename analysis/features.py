@@ -254,7 +254,7 @@ class FeatureExtractor:
         # and faulted in by the kernel on every call, which tripled the cost of this step.
         windowed = np.multiply(frames, self._window, out=self._windowed[:m])
         spectrum = np.fft.rfft(windowed, axis=1, out=self._spectrum[:m])
-        return np.abs(spectrum, out=np.empty((m, spectrum.shape[1]), np.float32))
+        return _magnitude32(spectrum)
 
     def _find_tuning(self, frames: np.ndarray, *, last: bool) -> dict[int, np.ndarray]:
         """Estimate tuning from the first ``TUNING_FRAMES`` frames with sound in ``frames``.
@@ -505,6 +505,23 @@ def _first_reaching(S: np.ndarray, f: int, threshold: np.float32, out: np.ndarra
         if running >= threshold:
             out[f] = k
             return
+
+
+@numba.njit(cache=True, nogil=True)
+def _magnitude32(spectrum: np.ndarray) -> np.ndarray:
+    """|spectrum| in float32: sqrt(re^2 + im^2) in float64, rounded once.
+
+    numpy's complex abs is hypot, guarded against overflow that a spectrum of audio cannot
+    reach, and 3x slower; rounded to float32 the two agree (no difference in 262k values of
+    spectra spanning 10 decades).
+    """
+    frames, bins = spectrum.shape
+    out = np.empty((frames, bins), np.float32)
+    for i in range(frames):
+        for k in range(bins):
+            z = spectrum[i, k]
+            out[i, k] = np.sqrt(z.real * z.real + z.imag * z.imag)
+    return out
 
 
 def _contrast_bands(freqs: np.ndarray, sr: int) -> list[tuple[int, int, int]]:
