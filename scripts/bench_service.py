@@ -296,6 +296,12 @@ def group_cpu_s(pgid: int) -> float:
     return total / tick
 
 
+def machine_busy_s() -> float:
+    """CPU seconds every process on this machine has used (all but idle and iowait)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+
+
 def task_runtimes(log_text: str) -> dict[str, list[float]]:
     """Celery's own run time of each task, by task name, from a worker's JSON log lines."""
     runtimes: dict[str, list[float]] = {}
@@ -510,6 +516,7 @@ def throughput(mode: str, stack: Stack, clips: list[Path]) -> Throughput:
     groups = {"api": stack.processes[0].popen.pid, "worker": worker.popen.pid}
     cpu_before = {name: group_cpu_s(pgid) for name, pgid in groups.items()}
     own_before = time.process_time()
+    machine_before = machine_busy_s()
     started = time.time()
     submitted = submit_all(stack.url, clips)
     rows = wait_finished(stack, [s.job_id for s in submitted])
@@ -523,6 +530,8 @@ def throughput(mode: str, stack: Stack, clips: list[Path]) -> Throughput:
         time.sleep(POLL_S)
     cpu = {name: group_cpu_s(pgid) - cpu_before[name] for name, pgid in groups.items()}
     cpu["bench client"] = time.process_time() - own_before
+    # RabbitMQ, PostgreSQL and whatever else (neighbours included) ran meanwhile.
+    cpu["rest of machine"] = machine_busy_s() - machine_before - sum(cpu.values())
     by_id = {s.job_id: s for s in submitted}
     result = Throughput(
         mode=mode,
@@ -663,11 +672,12 @@ def render(
         "row updates, result files) and of the render task that follows it (decode again, "
         "waveform peaks, spectrogram PNG), and the CPU time each process group used during the "
         "run (*worker* includes both tasks and Celery itself; *bench client* is this script's "
-        "HTTP uploads and job-store polling).",
+        "HTTP uploads and job-store polling; *rest of machine* is RabbitMQ, PostgreSQL and "
+        "anything else that ran, other users' work included).",
         "",
         "| | analyze task ms | render task ms | overhead without render ms | API CPU ms "
-        "| worker CPU ms | bench client CPU ms |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| worker CPU ms | bench client CPU ms | rest of machine CPU ms |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for run in runs:
         analyze = statistics.fmean(run.task_s.get(ANALYZE_TASK, [float("nan")]))
@@ -676,7 +686,8 @@ def render(
         cpu = {k: v / run.jobs for k, v in run.cpu_s.items()}
         lines.append(
             f"| {run.mode} | {ms(analyze)} | {ms(render_ms)} | {ms(overhead)} "
-            f"| {ms(cpu['api'])} | {ms(cpu['worker'])} | {ms(cpu['bench client'])} |"
+            f"| {ms(cpu['api'])} | {ms(cpu['worker'])} | {ms(cpu['bench client'])} "
+            f"| {ms(cpu['rest of machine'])} |"
         )
     lines += [
         "",
