@@ -31,8 +31,10 @@ PUBLISH_TIMEOUT_S = 4.0
 # Seconds a filesystem:// consumer sleeps when a fetch finds nothing it may take. kombu's
 # default (1 s) also applies while the prefetch limit is reached, so a worker pool waited up
 # to a second after every task before taking the next: ~1 short job per second (measured by
-# scripts/bench_service.py). Idle, a pool lists the message folder this often.
-EMBEDDED_POLLING_INTERVAL_S = 0.05
+# scripts/bench_service.py). At 0.05 s the wait was still ~60 ms per job (an analysis and a
+# render, half an interval each on average); at 0.02 s an idle pool, listing the message
+# folder this often, uses about half a percent of a core.
+EMBEDDED_POLLING_INTERVAL_S = 0.02
 
 
 def broker_folders(settings: Settings) -> dict[str, str]:
