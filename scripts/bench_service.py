@@ -689,6 +689,14 @@ def render(
             f"| {ms(cpu['api'])} | {ms(cpu['worker'])} | {ms(cpu['bench client'])} "
             f"| {ms(cpu['rest of machine'])} |"
         )
+    for run in runs:
+        render_ms = statistics.fmean(run.task_s.get(RENDER_TASK, [float("nan")]))
+        lines += [
+            "",
+            f"{run.mode}: the render task took {render_ms / per_clip:.1f} times the analysis of "
+            f"a clip; without it the service added "
+            f"{ms(run.wall_s * WORKERS / run.jobs - per_clip - render_ms)} ms per job.",
+        ]
     lines += [
         "",
         f"Analysis per clip: {ms(per_clip)} ms wall, {ms(statistics.fmean(alone.per_clip_cpu))}"
