@@ -193,7 +193,7 @@ class Readiness(BaseModel):
                 {
                     "status": "ready",
                     "checks": {"broker": True, "database": True, "blobs": True},
-                    "analyzer_version": "1.0.0",
+                    "analyzer_version": "1.0.1",
                 }
             ]
         }
