@@ -227,12 +227,12 @@ def analyze(self: Task, job_id: str) -> str:
         if claimable and status in (JobStatus.SUCCEEDED.value, JobStatus.FAILED.value):
             # This delivery ended the job: draw its plots and tell its callback URL (both on
             # the render queue; a redelivery of a finished job does neither again).
-            from tasks.render import enqueue_render
+            from tasks.render import render_after_success
             from tasks.webhooks import enqueue_webhook
 
             ended = runtime.jobs.get(job_id)
             if ended.status is JobStatus.SUCCEEDED:
-                enqueue_render(runtime, ended)
+                render_after_success(runtime, ended)
             enqueue_webhook(runtime, ended)
         return status
     except TRANSIENT_ERRORS as exc:

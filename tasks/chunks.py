@@ -280,11 +280,11 @@ def analyze_chunk_task(self: Task, job_id: str, index: int) -> str:
         raise
     if ended:
         # This delivery ended the job: plots and callback, as the single-pass task does.
-        from tasks.render import enqueue_render
+        from tasks.render import render_after_success
         from tasks.webhooks import enqueue_webhook
 
         finished = runtime.jobs.get(job_id)
         if finished.status is JobStatus.SUCCEEDED:
-            enqueue_render(runtime, finished)
+            render_after_success(runtime, finished)
         enqueue_webhook(runtime, finished)
     return status

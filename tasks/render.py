@@ -24,6 +24,7 @@ from tasks.names import (
     SPECTROGRAM_PNG,
     WAVEFORM_JSON,
     JobStatus,
+    Priority,
     Queue,
     upload_key,
 )
@@ -111,6 +112,36 @@ def enqueue_render(runtime: Runtime, job: Job) -> None:
         log.warning("render of job %s not queued: %s", job.id, exc)
         if job.result_prefix:
             store_error(runtime, job.result_prefix, NOT_QUEUED, "the render queue was unreachable")
+
+
+# Set in a job's ``extra`` once its plots were asked for, so repeated polls queue one render.
+RENDER_REQUESTED = "render_requested_at"
+
+
+def render_after_success(runtime: Runtime, job: Job) -> None:
+    """Queue the plots of a job that just succeeded, if its priority draws them eagerly.
+
+    Interactive jobs are drawn at once: a person is waiting and will look. Batch jobs are drawn
+    when a plot is first asked for (``request_render``): drawing costs several times the
+    analysis of a short clip, and most batch results are never looked at.
+    """
+    if job.priority == Priority.INTERACTIVE.value:
+        enqueue_render(runtime, job)
+
+
+def request_render(runtime: Runtime, job: Job) -> bool:
+    """Queue the plots of a succeeded job that has none yet; False if already queued once.
+
+    A second request while the first render is on its way queues nothing; should two
+    requests race, the render is simply drawn twice (it is idempotent).
+    """
+    if job.priority == Priority.INTERACTIVE.value or RENDER_REQUESTED in job.extra:
+        return False
+    from tasks.jobs import utcnow
+
+    runtime.jobs.set_extra(job.id, {**job.extra, RENDER_REQUESTED: utcnow().isoformat()})
+    enqueue_render(runtime, job)
+    return True
 
 
 @shared_task(name=RENDER_TASK, bind=True, ignore_result=True, acks_late=True)

@@ -1,7 +1,8 @@
 """``/v1/analyses/{id}/waveform.json`` and ``/spectrogram.png``: the plots of a result.
 
-The render task draws them after the analysis succeeded, so for a moment a succeeded job has
-no plots yet (409 ``plot_pending``, retry); if they could not be drawn the answer is 404
+The render task draws them after the analysis succeeded (interactive jobs at once, batch jobs
+when a plot is first asked for), so for a moment a succeeded job has no plots yet (409
+``plot_pending``, retry); if they could not be drawn the answer is 404
 ``plot_unavailable`` with the reason, while the result itself stays available.
 """
 
@@ -21,6 +22,7 @@ from api.models import API_PREFIX
 from tasks.errors import BlobNotFound, JobNotFound
 from tasks.jobs import Job
 from tasks.names import RENDER_ERROR_JSON, SPECTROGRAM_PNG, WAVEFORM_JSON, JobStatus
+from tasks.render import request_render
 from tasks.runtime import Runtime
 
 log = logging.getLogger("earshot.api")
@@ -49,8 +51,9 @@ _ERRORS = problems.responses(
         "Min/max pairs of the mono signal in the audiowaveform JSON format (version 2, as "
         "read by peaks.js): `sample_rate`, `samples_per_pixel`, `bits` (8: values -128..127), "
         "`length` pairs and `data` = `[min0, max0, min1, max1, …]`. About 100 pairs per second, "
-        "at most 20 000. Drawn shortly after the job succeeds: until then 409 `plot_pending` "
-        "with `Retry-After`. Immutable, with an `ETag`; `If-None-Match` answers 304."
+        "at most 20 000. Drawn shortly after the job succeeds (a `batch` job: on the first "
+        "request of a plot): until then 409 `plot_pending` with `Retry-After`. Immutable, "
+        "with an `ETag`; `If-None-Match` answers 304."
     ),
     response_class=Response,
     responses={
@@ -78,8 +81,9 @@ def get_waveform(
     description=(
         "A 1200 x 400 PNG of the log-mel spectrogram (time in seconds across, frequency in Hz "
         "up, 80 dB range) with the detected beats as vertical lines. Drawn shortly after the "
-        "job succeeds: until then 409 `plot_pending` with `Retry-After`. Immutable, with an "
-        "`ETag`; `If-None-Match` answers 304."
+        "job succeeds (a `batch` job: on the first request of a plot): until then 409 "
+        "`plot_pending` with `Retry-After`. Immutable, with an `ETag`; `If-None-Match` "
+        "answers 304."
     ),
     response_class=Response,
     responses={
@@ -149,6 +153,8 @@ def _missing(runtime: Runtime, job: Job, name: str) -> errors.ApiError:
     try:
         failure = json.loads(runtime.blobs.get_bytes(prefix + RENDER_ERROR_JSON))
     except BlobNotFound:
+        # Batch jobs are drawn on first request (tasks.render.request_render).
+        request_render(runtime, job)
         return errors.PlotPending(
             f"the {name} of analysis {job.id} is being drawn; retry shortly",
             headers={"Retry-After": "1"},

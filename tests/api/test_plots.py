@@ -9,6 +9,7 @@ from fastapi.testclient import TestClient
 
 from tasks.names import (
     RENDER_ERROR_JSON,
+    RENDER_TASK,
     SPECTROGRAM_PNG,
     WAVEFORM_JSON,
     WEBHOOK_TASK,
@@ -169,3 +170,33 @@ def test_a_result_from_cache_queues_the_webhook(client: TestClient) -> None:
     again = upload(client, callback_url="http://127.0.0.1:9/hook").json()
     assert again["cached"] is True
     assert webhook_messages(client) == [again["id"]]
+
+
+def render_messages(client: TestClient) -> list[object]:
+    return [
+        m["body"][0][0]  # type: ignore[index]
+        for m in queued_messages(client)
+        if m["headers"]["task"] == RENDER_TASK  # type: ignore[index]
+    ]
+
+
+def test_a_batch_job_is_drawn_when_a_plot_is_first_asked_for(client: TestClient) -> None:
+    job_id = upload(client, priority="batch").json()["id"]
+    finish(client, job_id, document={"summary": {"beats_s": []}})
+    assert render_messages(client) == []
+    for name, _ in PLOTS:
+        assert_problem(client.get(f"/v1/analyses/{job_id}/{name}"), 409, "plot_pending")
+    # Both plots come from one render; polling again queues nothing more.
+    assert render_messages(client) == [job_id]
+    assert "render_requested_at" in runtime_of(client).jobs.get(job_id).extra
+    draw(client, job_id)
+    assert client.get(f"/v1/analyses/{job_id}/spectrogram.png").status_code == 200
+    assert render_messages(client) == [job_id]
+
+
+def test_an_interactive_job_is_not_queued_again_by_a_plot_request(
+    client: TestClient, done: str
+) -> None:
+    # Its render was queued by the worker when it succeeded; a poll must not add another.
+    assert_problem(client.get(f"/v1/analyses/{done}/waveform.json"), 409, "plot_pending")
+    assert render_messages(client) == []

@@ -35,7 +35,13 @@ def click_track_wav(path: Path, *, bpm: float = 120.0, seconds: float = 6.0) -> 
     return path
 
 
-def submit(runtime: Runtime, data: bytes, *, profile: str = "standard") -> Job:
+def submit(
+    runtime: Runtime,
+    data: bytes,
+    *,
+    profile: str = "standard",
+    priority: Priority = Priority.INTERACTIVE,
+) -> Job:
     """Store ``data`` as an upload and create its queued job, as the API does."""
     job_id = new_job_id()
     runtime.blobs.put_bytes(upload_key(job_id), data)
@@ -46,7 +52,7 @@ def submit(runtime: Runtime, data: bytes, *, profile: str = "standard") -> Job:
         size_bytes=len(data),
         sha256=hashlib.sha256(data).hexdigest(),
         profile=profile,
-        priority=Priority.INTERACTIVE.value,
+        priority=priority.value,
     )
     return job
 

@@ -25,9 +25,10 @@ from tasks.names import (
     SPECTROGRAM_PNG,
     WAVEFORM_JSON,
     WEBHOOK_TASK,
+    Priority,
     result_prefix,
 )
-from tasks.render import MAX_RETRIES
+from tasks.render import MAX_RETRIES, request_render
 from tasks.runtime import Runtime
 from tests.tasks.conftest import submit
 
@@ -189,3 +190,16 @@ def test_a_failed_analysis_queues_only_its_webhook(runtime: Runtime) -> None:
     assert runtime.celery.tasks[ANALYZE_TASK].apply(args=[job.id]).get() == "failed"
 
     assert queued_tasks(runtime) == [("earshot.render", WEBHOOK_TASK, [job.id])]
+
+
+def test_a_succeeded_batch_analysis_queues_no_plots(runtime: Runtime, wav_bytes: bytes) -> None:
+    # Batch plots are drawn when first asked for (the plot endpoints call request_render).
+    job = submit(runtime, wav_bytes, priority=Priority.BATCH)
+    assert runtime.celery.tasks[ANALYZE_TASK].apply(args=[job.id]).get() == "succeeded"
+    assert queued_tasks(runtime) == []
+
+    assert request_render(runtime, runtime.jobs.get(job.id))
+    assert not request_render(runtime, runtime.jobs.get(job.id))
+    assert queued_tasks(runtime) == [("earshot.render", RENDER_TASK, [job.id])]
+    assert run_task(runtime, job.id) == "rendered"
+    assert runtime.blobs.exists(result_prefix(job.id) + SPECTROGRAM_PNG)
