@@ -72,12 +72,14 @@ def sample_files() -> list[Path]:
 class Service:
     """An ``earshot`` subcommand running as a child process with its own log file."""
 
-    def __init__(self, args: list[str], *, env: dict[str, str], log: Path) -> None:
+    def __init__(
+        self, args: list[str], *, env: dict[str, str], log: Path, cwd: Path = REPO
+    ) -> None:
         self.log_path = log
         self._log = open(log, "wb")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "earshot", *args],
-            cwd=REPO,
+            cwd=cwd,
             env=env,
             stdout=self._log,
             stderr=subprocess.STDOUT,
@@ -203,6 +205,14 @@ def rabbitmq_vhost() -> Iterator[str]:
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     """A PostgreSQL database created for this session and dropped after it."""
+    with fresh_postgres_database() as url:
+        yield url
+
+
+@contextlib.contextmanager
+def fresh_postgres_database() -> Iterator[str]:
+    """An empty PostgreSQL database, dropped on exit (for a test that must see no other jobs,
+    e.g. none whose result the upload cache would reuse)."""
     require_port(5432, "PostgreSQL")
     import psycopg
 
@@ -210,6 +220,8 @@ def postgres_url() -> Iterator[str]:
     admin = "host=127.0.0.1 port=5432 dbname=postgres user=postgres"
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
-    yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
