@@ -400,13 +400,13 @@ class Submitted:
     status: str
 
 
-def submit(client: Any, url: str, path: Path) -> Submitted:
+def submit(client: Any, url: str, path: Path, *, priority: str = "batch") -> Submitted:
     sent = time.time()
     with open(path, "rb") as f:
         response = client.post(
             f"{url}/v1/analyses",
             files={"file": (path.name, f, "audio/wav")},
-            data={"priority": "batch"},
+            data={"priority": priority},
         )
     answered = time.time()
     if response.status_code not in (200, 202):
@@ -501,8 +501,6 @@ class Throughput:
 
 
 def throughput(mode: str, stack: Stack, clips: list[Path]) -> Throughput:
-    from tasks.names import RENDER_TASK
-
     worker = stack.start(
         [
             "worker",
@@ -521,13 +519,6 @@ def throughput(mode: str, stack: Stack, clips: list[Path]) -> Throughput:
     submitted = submit_all(stack.url, clips)
     rows = wait_finished(stack, [s.job_id for s in submitted])
     wall = max(r["finished"] for r in rows.values()) - started
-    # The last job's render may still be running: wait for the queue to drain.
-    deadline = time.monotonic() + JOB_TIMEOUT_S
-    while len(task_runtimes(worker.text()).get(RENDER_TASK, [])) < len(clips):
-        worker.check_alive()
-        if time.monotonic() > deadline:
-            raise BenchError(f"renders unfinished after {JOB_TIMEOUT_S} s")
-        time.sleep(POLL_S)
     cpu = {name: group_cpu_s(pgid) - cpu_before[name] for name, pgid in groups.items()}
     cpu["bench client"] = time.process_time() - own_before
     # RabbitMQ, PostgreSQL and whatever else (neighbours included) ran meanwhile.
@@ -566,15 +557,16 @@ class ColdStart:
 
 
 def cold_start(stack: Stack, clips: list[Path], numba_cache: Path, label: str) -> ColdStart:
-    """A fresh one-process worker on the batch and render queues, then COLD_RUNS jobs one
-    after another, each waited for with its plots (so a render never delays the next job)."""
+    """A fresh one-process worker on the interactive and render queues, then COLD_RUNS
+    interactive jobs one after another, each waited for with its plots (interactive jobs are
+    drawn at once; so a render never delays the next job)."""
     import httpx
 
     from tasks.names import RENDER_TASK
 
     env = {**stack.env, "NUMBA_CACHE_DIR": str(numba_cache)}
     worker = Process(
-        ["worker", "--queues=earshot.batch,earshot.render", "--concurrency=1"],
+        ["worker", "--queues=earshot.interactive,earshot.render", "--concurrency=1"],
         env=env,
         log_path=stack.workdir / f"worker-cold-{label.split()[0]}.log",
     )
@@ -583,7 +575,7 @@ def cold_start(stack: Stack, clips: list[Path], numba_cache: Path, label: str) -
     latencies = []
     with httpx.Client(timeout=60) as client:
         for done, path in enumerate(clips, 1):
-            sent = submit(client, stack.url, path)
+            sent = submit(client, stack.url, path, priority="interactive")
             row = wait_finished(stack, [sent.job_id])[sent.job_id]
             latencies.append(row["finished"] - sent.sent_at)
             deadline = time.monotonic() + JOB_TIMEOUT_S
@@ -631,7 +623,7 @@ def render(
         code = f"`{head or 'unknown'}`" + (
             " with uncommitted changes (working tree)" if dirty else ""
         )
-    from tasks.names import ANALYZE_TASK, RENDER_TASK
+    from tasks.names import ANALYZE_TASK
 
     per_clip = statistics.fmean(alone.per_clip_wall)
     n = len(alone.per_clip_wall)
@@ -645,9 +637,10 @@ def render(
         f"{n} distinct {CLIP_S:.0f}-second mono 44.1 kHz WAV clips (a triad, a click track and "
         f"seeded noise each), uploaded by {HTTP_CLIENTS} HTTP clients at batch priority to "
         f"`earshot serve` and analysed by one `earshot worker --concurrency {WORKERS}` pool "
-        "consuming the batch and render queues (so the plots drawn after each job are part of "
-        "the service's cost). Wall time runs from the first upload to the last job marked "
-        "succeeded. Analysis alone: `analyze_file` on the same clips in "
+        "consuming the batch and render queues (batch jobs draw their plots only when a plot is "
+        "first asked for, so no render runs here; the cold-start table below shows what drawing "
+        "costs for an interactive job). Wall time runs from the first upload to the last job "
+        "marked succeeded. Analysis alone: `analyze_file` on the same clips in "
         f"{WORKERS} warmed-up processes. Overhead per job = service wall \u00d7 {WORKERS} / "
         "jobs \u2212 analysis wall per clip.",
         "",
@@ -669,34 +662,23 @@ def render(
     lines += [
         "",
         "Where a job's time goes, per job: Celery's run time of the analyze task (analysis, "
-        "row updates, result files) and of the render task that follows it (decode again, "
-        "waveform peaks, spectrogram PNG), and the CPU time each process group used during the "
-        "run (*worker* includes both tasks and Celery itself; *bench client* is this script's "
+        "row updates, result files), and the CPU time each process group used during the "
+        "run (*worker* includes the tasks and Celery itself; *bench client* is this script's "
         "HTTP uploads and job-store polling; *rest of machine* is RabbitMQ, PostgreSQL and "
         "anything else that ran, other users' work included).",
         "",
-        "| | analyze task ms | render task ms | overhead without render ms | API CPU ms "
+        "| | analyze task ms | API CPU ms "
         "| worker CPU ms | bench client CPU ms | rest of machine CPU ms |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|---:|",
     ]
     for run in runs:
         analyze = statistics.fmean(run.task_s.get(ANALYZE_TASK, [float("nan")]))
-        render_ms = statistics.fmean(run.task_s.get(RENDER_TASK, [float("nan")]))
-        overhead = run.wall_s * WORKERS / run.jobs - per_clip - render_ms
         cpu = {k: v / run.jobs for k, v in run.cpu_s.items()}
         lines.append(
-            f"| {run.mode} | {ms(analyze)} | {ms(render_ms)} | {ms(overhead)} "
+            f"| {run.mode} | {ms(analyze)} "
             f"| {ms(cpu['api'])} | {ms(cpu['worker'])} | {ms(cpu['bench client'])} "
             f"| {ms(cpu['rest of machine'])} |"
         )
-    for run in runs:
-        render_ms = statistics.fmean(run.task_s.get(RENDER_TASK, [float("nan")]))
-        lines += [
-            "",
-            f"{run.mode}: the render task took {render_ms / per_clip:.1f} times the analysis of "
-            f"a clip; without it the service added "
-            f"{ms(run.wall_s * WORKERS / run.jobs - per_clip - render_ms)} ms per job.",
-        ]
     lines += [
         "",
         f"Analysis per clip: {ms(per_clip)} ms wall, {ms(statistics.fmean(alone.per_clip_cpu))}"
@@ -717,9 +699,9 @@ def render(
         )
     lines += [
         "",
-        f"Cold start (scaled-out stack): a fresh `earshot worker --concurrency 1` on the batch "
-        f"and render queues, then {COLD_RUNS} new clips one after another, each uploaded once "
-        "the previous one succeeded and its plots were drawn. "
+        f"Cold start (scaled-out stack): a fresh `earshot worker --concurrency 1` on the "
+        f"interactive and render queues, then {COLD_RUNS} new interactive clips one after "
+        "another, each uploaded once the previous one succeeded and its plots were drawn. "
         "*Ready* is process start to Celery's `ready.` (imports and the warm-up analysis are "
         "paid there, before the pool forks); latency is upload start to succeeded.",
         "",
