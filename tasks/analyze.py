@@ -139,6 +139,14 @@ def run_analysis(runtime: Runtime, job_id: str, *, retry: Callable[[Exception], 
             if plan is not None:
                 # A long file: its chunks run on several workers; this delivery is done.
                 return start_chunks(runtime, job, plan)
+            log.info(
+                "job %s: analysing %s (%d bytes, profile %s, attempt %d)",
+                job_id,
+                job.filename,
+                job.size_bytes,
+                job.profile,
+                job.attempts,
+            )
             started = time.monotonic()
             analysis = analyze_file(
                 path,
@@ -157,6 +165,7 @@ def run_analysis(runtime: Runtime, job_id: str, *, retry: Callable[[Exception], 
         discard(runtime, job)
         return runtime.jobs.get(job_id).status.value
     except InvalidAudio as exc:
+        log.info("job %s failed: %s: %s", job_id, exc.code, exc)
         runtime.jobs.mark_failed(job_id, code=exc.code, message=str(exc))
         discard(runtime, job)
         return JobStatus.FAILED.value
@@ -199,6 +208,16 @@ def run_analysis(runtime: Runtime, job_id: str, *, retry: Callable[[Exception], 
         # Canceled while the result was being stored: the cancel wins, the files go.
         discard(runtime, job)
         return runtime.jobs.get(job_id).status.value
+    summary = analysis.document["summary"]
+    log.info(
+        "job %s succeeded: %.1f s of audio in %.2f s, %.1f BPM, %s %s",
+        job_id,
+        analysis.document["audio"]["duration_s"],
+        time.monotonic() - started,
+        summary["tempo"]["bpm"],
+        summary["key"]["tonic"],
+        summary["key"]["mode"],
+    )
     return JobStatus.SUCCEEDED.value
 
 

@@ -332,6 +332,9 @@ def test_a_job_crosses_processes_that_share_only_the_servers(topology: Topology)
         analysis_messages,
         topo.workers[Queue.INTERACTIVE].log_lines()[-20:],
     )
+    # The task's own steps, not only Celery's closing line, carry the ids.
+    assert any(m.startswith(f"job {job_id}: analysing") for m in analysis_messages)
+    assert any(m.startswith(f"job {job_id} succeeded:") for m in analysis_messages)
     render_messages = messages(topo.workers[Queue.RENDER])
     assert any("earshot.render[" in m and "succeeded" in m for m in render_messages), (
         render_messages,
