@@ -12,6 +12,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from amqp.exceptions import RecoverableConnectionError
 from celery import Celery
 
 from tasks.app import PUBLISH_TIMEOUT_S, make_celery
@@ -55,6 +56,16 @@ def read_analyzer_version() -> str:
     raise ConfigurationError(f"no ANALYZER_VERSION string constant in analysis at {locations}")
 
 
+def _stale_connection(exc: BaseException) -> bool:
+    """Whether ``exc`` (or its cause) says an open connection was dropped, not refused."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ConnectionResetError | BrokenPipeError | RecoverableConnectionError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 @dataclass
 class Runtime:
     """Job store, blob store and Celery app of one process."""
@@ -72,20 +83,30 @@ class Runtime:
         message. No retry here: the caller decides (the API fails the job and answers 503).
         """
         queue = QUEUE_FOR_PRIORITY[Priority(job.priority)]
-        try:
-            self.celery.send_task(
-                ANALYZE_TASK,
-                args=[job.id],
-                queue=queue.value,
-                task_id=job.id,
-                retry=False,
-                # Publisher confirms turn a broker-side refusal into an error here, not a loss.
-                timeout=PUBLISH_TIMEOUT_S,
-                confirm_timeout=PUBLISH_TIMEOUT_S,
-            )
-        except Exception as exc:  # kombu/amqp raise many types for "broker unreachable"
-            log.warning("publish of job %s to %s failed: %s", job.id, queue.value, exc)
-            raise BrokerUnavailable(f"cannot publish job {job.id} to {queue.value}: {exc}") from exc
+        for attempt in (1, 2):
+            try:
+                self.celery.send_task(
+                    ANALYZE_TASK,
+                    args=[job.id],
+                    queue=queue.value,
+                    task_id=job.id,
+                    retry=False,
+                    # Publisher confirms turn a broker-side refusal into an error here, not a
+                    # loss.
+                    timeout=PUBLISH_TIMEOUT_S,
+                    confirm_timeout=PUBLISH_TIMEOUT_S,
+                )
+                return
+            except Exception as exc:  # kombu/amqp raise many types for "broker unreachable"
+                if attempt == 1 and _stale_connection(exc):
+                    # A pooled connection the broker closed (a restart): only its next use
+                    # finds out, and that use reconnects. One more try, not a 503.
+                    log.info("publish of job %s: reconnecting after %s", job.id, exc)
+                    continue
+                log.warning("publish of job %s to %s failed: %s", job.id, queue.value, exc)
+                raise BrokerUnavailable(
+                    f"cannot publish job {job.id} to {queue.value}: {exc}"
+                ) from exc
 
     def readiness(self) -> dict[str, bool]:
         """Whether each backing service answers right now (for ``/readyz``)."""

@@ -4,6 +4,7 @@ per session, migrated by `earshot migrate`), and one `earshot worker` process pe
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -149,3 +150,28 @@ def test_cancel_of_a_running_job(runtime: Runtime, tmp_path: Path) -> None:
     # The pool is free again: the next interactive job is analysed.
     follow_up = submit_file(runtime, REPO / "samples" / "sine440.ogg")
     assert wait_finished(runtime, follow_up.id).status is JobStatus.SUCCEEDED
+
+
+def test_publisher_and_workers_reconnect_after_the_broker_drops_them(
+    cluster: Cluster, rabbitmq_vhost: str
+) -> None:
+    """RabbitMQ closes every connection of the vhost (as a restart does): the next publish from
+    the same process is still accepted, and the workers reconnect and analyse it."""
+    ctl = shutil.which("rabbitmqctl")
+    if not ctl or not rabbitmq_vhost:
+        pytest.skip("needs rabbitmqctl and a vhost of this run")
+    runtime = build_runtime(cluster.settings)
+    try:
+        first = submit_file(runtime, REPO / "samples" / "sine440.flac")  # opens a pooled link
+        assert wait_finished(runtime, first.id).status is JobStatus.SUCCEEDED
+        subprocess.run(
+            [ctl, "close_all_connections", "--vhost", rabbitmq_vhost, "earshot test: restart"],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        # The publish finds its pooled connection dead, reconnects and sends: no 503.
+        again = submit_file(runtime, REPO / "samples" / "sine440.mp3")
+        assert wait_finished(runtime, again.id).status is JobStatus.SUCCEEDED
+    finally:
+        runtime.close()
