@@ -379,30 +379,16 @@ def get_result(
     ),
     if_none_match: Annotated[str | None, Header(alias="If-None-Match")] = None,
 ) -> Response:
-    job = _job(runtime, job_id, owner)
-    if job.status is JobStatus.FAILED:
-        raise errors.JobFailed(
-            f"analysis {job.id} failed: {job.error_message or job.error_code}",
-            extra={"error": {"code": job.error_code, "message": job.error_message}},
-        )
-    if job.status is JobStatus.CANCELED:
-        raise errors.JobCanceled(f"analysis {job.id} was canceled; it has no result")
-    if job.status is not JobStatus.SUCCEEDED or not job.result_prefix:
-        raise errors.NotFinished(
-            f"analysis {job.id} is {job.status.value}; poll {API_PREFIX}/{job.id} until it "
-            "succeeds",
-            headers={"Retry-After": "1"},
-        )
+    job = succeeded_job(runtime, job_id, owner, what="result")
     name, media_type = RESULT_FILES[format]
-    key = job.result_prefix + name
-    # The stored blob under a result prefix is never rewritten, so its key names its bytes.
-    etag = '"' + hashlib.sha256(key.encode()).hexdigest()[:32] + '"'
+    key = (job.result_prefix or "") + name
+    etag = blob_etag(key)
     headers = {
         "ETag": etag,
         "Cache-Control": IMMUTABLE,
         "Content-Disposition": content_disposition(job.filename, format.value, job.id),
     }
-    if if_none_match is not None and _etag_matches(if_none_match, etag):
+    if if_none_match is not None and etag_matches(if_none_match, etag):
         return Response(status_code=304, headers={k: headers[k] for k in ("ETag", "Cache-Control")})
     try:
         headers["Content-Length"] = str(runtime.blobs.size(key))
@@ -412,7 +398,32 @@ def get_result(
     return StreamingResponse(runtime.blobs.iter_chunks(key), media_type=media_type, headers=headers)
 
 
-def _etag_matches(if_none_match: str, etag: str) -> bool:
+def succeeded_job(runtime: Runtime, job_id: str, owner: str, *, what: str) -> Job:
+    """The job if it succeeded; else the problem that says why it has no ``what`` (yet)."""
+    job = _job(runtime, job_id, owner)
+    if job.status is JobStatus.FAILED:
+        raise errors.JobFailed(
+            f"analysis {job.id} failed, so it has no {what}: {job.error_message or job.error_code}",
+            extra={"error": {"code": job.error_code, "message": job.error_message}},
+        )
+    if job.status is JobStatus.CANCELED:
+        raise errors.JobCanceled(f"analysis {job.id} was canceled; it has no {what}")
+    if job.status is not JobStatus.SUCCEEDED or not job.result_prefix:
+        raise errors.NotFinished(
+            f"analysis {job.id} is {job.status.value}; poll {API_PREFIX}/{job.id} until it "
+            f"succeeds (its {what} comes then)",
+            headers={"Retry-After": "1"},
+        )
+    return job
+
+
+def blob_etag(key: str) -> str:
+    """The ETag of a stored result file: a blob under a result prefix is never rewritten, so
+    its key names its bytes."""
+    return '"' + hashlib.sha256(key.encode()).hexdigest()[:32] + '"'
+
+
+def etag_matches(if_none_match: str, etag: str) -> bool:
     if if_none_match.strip() == "*":
         return True
     candidates = (tag.strip().removeprefix("W/") for tag in if_none_match.split(","))

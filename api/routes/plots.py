@@ -8,7 +8,6 @@ when a plot is first asked for), so for a moment a succeeded job has no plots ye
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from typing import Annotated
@@ -19,9 +18,10 @@ from fastapi.responses import StreamingResponse
 from api import errors, problems
 from api.deps import OwnerDep, RuntimeDep
 from api.models import API_PREFIX
-from tasks.errors import BlobNotFound, JobNotFound
+from api.routes.analyses import IMMUTABLE, blob_etag, etag_matches, succeeded_job
+from tasks.errors import BlobNotFound
 from tasks.jobs import Job
-from tasks.names import RENDER_ERROR_JSON, SPECTROGRAM_PNG, WAVEFORM_JSON, JobStatus
+from tasks.names import RENDER_ERROR_JSON, SPECTROGRAM_PNG, WAVEFORM_JSON
 from tasks.render import request_render
 from tasks.runtime import Runtime
 
@@ -29,8 +29,6 @@ log = logging.getLogger("earshot.api")
 
 router = APIRouter(prefix=API_PREFIX, tags=["analyses"])
 
-# Plots, like results, never change once drawn: their key names their bytes.
-IMMUTABLE = "private, max-age=31536000, immutable"
 JobId = Annotated[str, Path(description="Job id.", max_length=64)]
 
 _ERRORS = problems.responses(
@@ -105,26 +103,6 @@ def get_spectrogram(
     return _plot(runtime, job_id, owner, SPECTROGRAM_PNG, "image/png", if_none_match)
 
 
-def _succeeded(runtime: Runtime, job_id: str, owner: str) -> Job:
-    try:
-        job = runtime.jobs.get(job_id, owner=owner)
-    except JobNotFound:
-        raise errors.NotFound(f"analysis {job_id!r} not found") from None
-    if job.status is JobStatus.FAILED:
-        raise errors.JobFailed(
-            f"analysis {job.id} failed, so it has no plots: {job.error_message or job.error_code}",
-            extra={"error": {"code": job.error_code, "message": job.error_message}},
-        )
-    if job.status is JobStatus.CANCELED:
-        raise errors.JobCanceled(f"analysis {job.id} was canceled; it has no plots")
-    if job.status is not JobStatus.SUCCEEDED or not job.result_prefix:
-        raise errors.NotFinished(
-            f"analysis {job.id} is {job.status.value}; its plots are drawn once it succeeds",
-            headers={"Retry-After": "1"},
-        )
-    return job
-
-
 def _plot(
     runtime: Runtime,
     job_id: str,
@@ -133,12 +111,11 @@ def _plot(
     media_type: str,
     if_none_match: str | None,
 ) -> Response:
-    job = _succeeded(runtime, job_id, owner)
-    prefix = job.result_prefix or ""
-    key = prefix + name
-    etag = '"' + hashlib.sha256(key.encode()).hexdigest()[:32] + '"'
+    job = succeeded_job(runtime, job_id, owner, what="plots")
+    key = (job.result_prefix or "") + name
+    etag = blob_etag(key)
     headers = {"ETag": etag, "Cache-Control": IMMUTABLE}
-    if if_none_match is not None and _etag_matches(if_none_match, etag):
+    if if_none_match is not None and etag_matches(if_none_match, etag):
         return Response(status_code=304, headers=headers)
     try:
         headers["Content-Length"] = str(runtime.blobs.size(key))
@@ -164,9 +141,3 @@ def _missing(runtime: Runtime, job: Job, name: str) -> errors.ApiError:
         "the result itself is available",
         extra={"render_error": {"code": failure.get("code"), "message": failure.get("message")}},
     )
-
-
-def _etag_matches(if_none_match: str, etag: str) -> bool:
-    if if_none_match.strip() == "*":
-        return True
-    return etag in (tag.strip().removeprefix("W/") for tag in if_none_match.split(","))
