@@ -126,7 +126,9 @@ def test_interactive_job_overtakes_a_batch_flood(runtime: Runtime, tmp_path: Pat
 
 
 def test_cancel_of_a_running_job(runtime: Runtime, tmp_path: Path) -> None:
-    long_clip = make_long_wav(tmp_path / "long.wav", 480)
+    # Just under EARSHOT_CHUNK_MIN_DURATION_S (1200 s), so one task analyses it whole: ~2 s of
+    # work on a quiet core, long enough to be seen running and canceled.
+    long_clip = make_long_wav(tmp_path / "long.wav", 1150)
     job = submit_file(runtime, long_clip)
 
     def running() -> bool:
