@@ -87,11 +87,26 @@ def store_result(runtime: Runtime, job_id: str, analysis: Any) -> str:
     return prefix
 
 
-def discard(runtime: Runtime, job: Job) -> None:
-    """Remove what a job that ended without a result left behind."""
+def discard(runtime: Runtime, job: Job) -> bool:
+    """Remove what a job that ended without a result left behind; True if anything went.
+
+    The job store is read at this moment, and only a job that is canceled or failed loses its
+    files. A delivery may be looking at a stale picture: the job was re-queued under it (a
+    restarted ``earshot dev`` re-publishes the job an orphaned worker was still analysing, and
+    that worker's progress write then fails as a cancel would), or another delivery of the same
+    job succeeded first. Deleting then lost the upload the next delivery needed
+    (``upload_missing``) or the winner's result.
+    """
+    try:
+        current = runtime.jobs.get(job.id)
+    except JobNotFound:
+        return False
+    if current.status not in (JobStatus.CANCELED, JobStatus.FAILED):
+        return False
     runtime.blobs.delete_prefix(result_prefix(job.id))
-    if job.upload_key:
-        runtime.blobs.delete(job.upload_key)
+    if current.upload_key:
+        runtime.blobs.delete(current.upload_key)
+    return True
 
 
 def run_analysis(runtime: Runtime, job_id: str, *, retry: Callable[[Exception], None]) -> str:
@@ -161,9 +176,12 @@ def run_analysis(runtime: Runtime, job_id: str, *, retry: Callable[[Exception], 
         runtime.jobs.update_progress(job_id, stage="storing", percent=99.0)
         prefix = store_result(runtime, job_id, analysis)
     except JobCanceled:
-        log.info("job %s canceled while running", job_id)
+        # Canceled, or re-queued under this delivery (then the next delivery needs the upload;
+        # discard keeps it).
+        status = runtime.jobs.get(job_id).status.value
+        log.info("job %s is %s: this delivery stops its analysis", job_id, status)
         discard(runtime, job)
-        return runtime.jobs.get(job_id).status.value
+        return status
     except InvalidAudio as exc:
         log.info("job %s failed: %s: %s", job_id, exc.code, exc)
         runtime.jobs.mark_failed(job_id, code=exc.code, message=str(exc))
@@ -205,7 +223,8 @@ def run_analysis(runtime: Runtime, job_id: str, *, retry: Callable[[Exception], 
     if not runtime.jobs.mark_succeeded(
         job_id, result_prefix=prefix, analyzer_version=ANALYZER_VERSION
     ):
-        # Canceled while the result was being stored: the cancel wins, the files go.
+        # Canceled while the result was being stored: the cancel wins, the files go (unless
+        # another delivery of the job succeeded first: its result is the same and stays).
         discard(runtime, job)
         return runtime.jobs.get(job_id).status.value
     summary = analysis.document["summary"]

@@ -111,6 +111,64 @@ def test_attempts_exceeded_fails_with_worker_lost(runtime: Runtime, wav_bytes: b
     assert not runtime.blobs.exists(f"results/{job.id}/{RESULT_JSON}")
 
 
+class RequeueOnFirstProgress(JobStore):
+    """A real job store in which a restarted ``earshot dev`` re-queues the job (its reconciler
+    found it "running" with no live worker) while this delivery, an orphan, still analyses it."""
+
+    requeued = False
+
+    def update_progress(self, job_id: str, *, stage: str, percent: float) -> bool:
+        if not self.requeued:
+            self.requeued = self.requeue(job_id)
+        return super().update_progress(job_id, stage=stage, percent=percent)
+
+
+def test_requeue_under_a_running_delivery_keeps_the_upload(
+    runtime: Runtime, wav_bytes: bytes
+) -> None:
+    job = submit(runtime, wav_bytes)
+    root = runtime.blobs.root  # type: ignore[attr-defined]
+    upload = root / (job.upload_key or "")
+    plain = runtime.jobs
+    runtime.jobs = RequeueOnFirstProgress(plain.url, engine=plain.engine)
+
+    # The orphan stops (its progress write fails) but the job is wanted: queued, not canceled.
+    assert run_task(runtime, job.id) == JobStatus.QUEUED
+    assert upload.read_bytes() == wav_bytes
+
+    # The re-published message then runs it to the end on the upload that was kept.
+    runtime.jobs = plain
+    assert run_task(runtime, job.id) == JobStatus.SUCCEEDED
+    done = runtime.jobs.get(job.id)
+    assert done.error_code is None
+    document = json.loads((root / (done.result_prefix or "") / RESULT_JSON).read_text())
+    assert document["summary"]["tempo"]["bpm"] == pytest.approx(120, abs=3)
+
+
+class OtherDeliverySucceedsFirst(JobStore):
+    """A real job store in which a second delivery of the job stores the same result and
+    marks it succeeded just before this delivery does."""
+
+    def mark_succeeded(self, job_id: str, **values: Any) -> bool:
+        assert super().mark_succeeded(job_id, **values)  # the other delivery wins
+        return super().mark_succeeded(job_id, **values)  # ours finds the job finished
+
+
+def test_losing_a_race_to_succeed_keeps_the_winners_result(
+    runtime: Runtime, wav_bytes: bytes
+) -> None:
+    job = submit(runtime, wav_bytes)
+    runtime.jobs = OtherDeliverySucceedsFirst(runtime.jobs.url, engine=runtime.jobs.engine)
+
+    assert run_task(runtime, job.id) == JobStatus.SUCCEEDED
+
+    root = runtime.blobs.root  # type: ignore[attr-defined]
+    document = json.loads((root / "results" / job.id / RESULT_JSON).read_text())
+    assert document["summary"]["tempo"]["bpm"] == pytest.approx(120, abs=3)
+    assert (root / "results" / job.id / FRAMES_NPZ).stat().st_size > 0
+    assert (root / (job.upload_key or "")).read_bytes() == wav_bytes
+
+
 class FlakyBlobStore(LocalBlobStore):
     """A real local store whose first write of a result fails as an object store outage would."""
 
