@@ -12,11 +12,12 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import metrics, problems
 from api.deps import REQUEST_ID_HEADER, api_keys, request_id_from
-from api.routes import analyses, events, health, plots, ui
+from api.routes import analyses, docs, events, health, plots, ui
 from tasks.logs import log_context
 from tasks.runtime import Runtime, build_runtime
 from tasks.settings import Settings, get_settings
@@ -70,6 +71,56 @@ class RequestIdMiddleware:
             await self.app(scope, receive, send_with_id)
 
 
+class HeadSent(OSError):
+    """Raised into a HEAD response's body writer once the headers went out: nobody reads on."""
+
+
+class HeadMiddleware:
+    """Answer ``HEAD`` on every ``GET`` route: run the GET, send its status and headers, no body.
+
+    FastAPI's routes take only the methods they declare, so HEAD was a 405 everywhere. Adding
+    HEAD to each route would also put a second operation (with a duplicate operationId) per
+    path into the OpenAPI document; HTTP defines HEAD as GET without the body (RFC 9110 9.3.2),
+    so one place does it for all. The inner app sees GET (same auth, same validation, same
+    Content-Length and ETag, If-None-Match still 304); the server sees HEAD again before the
+    headers go out, so it sends no body. A streaming body (a result file, the event stream)
+    is stopped at its first chunk, as if the client had gone.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            await self.app(scope, receive, send)
+            return
+        # In place, not a copy: outer middleware read what routing writes into the scope (the
+        # route template for metrics).
+        scope["method"] = "GET"
+        headers_sent = False
+
+        async def send_headers_only(message: Message) -> None:
+            nonlocal headers_sent
+            if message["type"] == "http.response.start":
+                scope["method"] = "HEAD"
+                await send(message)
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+                headers_sent = True
+            elif message["type"] == "http.response.body" and headers_sent:
+                if message.get("more_body", False):
+                    raise HeadSent("HEAD: the body is not sent")
+            else:
+                await send(message)
+
+        try:
+            await self.app(scope, receive, send_headers_only)
+        except (HeadSent, ClientDisconnect):
+            if not headers_sent:
+                raise
+        finally:
+            scope["method"] = "HEAD"
+
+
 def create_app(settings: Settings | None = None, *, runtime: Runtime | None = None) -> FastAPI:
     """The API for ``settings`` (default: the environment's), on ``runtime`` if given."""
     settings = settings or get_settings()
@@ -93,6 +144,9 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         description=DESCRIPTION,
         openapi_tags=TAGS,
         lifespan=lifespan,
+        # Served by api/routes/docs.py from the package instead of a CDN.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.runtime = runtime
@@ -103,6 +157,8 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app.include_router(events.router)
     app.include_router(ui.router)
     app.include_router(health.router)
+    app.include_router(docs.router)
+    app.add_middleware(HeadMiddleware)
     app.add_middleware(RequestIdMiddleware)
     metrics.install(app)
 

@@ -159,10 +159,13 @@ def _doc(error_type: type[errors.ApiError]) -> str:
 def allowed_methods(request: Request) -> list[str]:
     """Every method some route serves at the request's path (for a 405's ``Allow``)."""
     allowed = []
-    for method in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"):
+    for method in ("GET", "POST", "PUT", "PATCH", "DELETE"):
         scope = {**request.scope, "method": method}
         if any(route.matches(scope)[0] is Match.FULL for route in request.app.router.routes):
             allowed.append(method)
+            if method == "GET":
+                # HEAD is answered wherever GET is (api.app.HeadMiddleware), not by a route.
+                allowed.append("HEAD")
     return allowed
 
 
