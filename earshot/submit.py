@@ -28,6 +28,7 @@ import signal
 import sys
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -56,6 +57,9 @@ DEFAULT_PATTERNS = (
     "*.w64",
 )
 FORMATS = ("json", "csv", "npz")
+# The media type the API serves each result format as, and the job link that points at it.
+RESULT_TYPES = {"json": "application/json", "csv": "text/csv", "npz": "application/zip"}
+RESULT_LINKS = {"json": "result", "csv": "csv", "npz": "npz"}
 MANIFEST_NAME = "manifest.jsonl"
 SUMMARY_NAME = "summary.csv"
 
@@ -499,12 +503,15 @@ class Api:
         ok: Iterable[int] = (200,),
         body: Callable[[], dict[str, Any]] | None = None,
         stream_to: Path | None = None,
+        expect_type: str | None = None,
         **kwargs: Any,
     ) -> httpx.Response:
         """Send a request, retrying connection errors, timeouts and 429/502/503/504.
 
         ``body`` builds fresh keyword arguments per attempt (an upload reopens its file).
-        With ``stream_to`` the response body is written atomically to that path.
+        With ``stream_to`` the response body is written atomically to that path. With
+        ``expect_type`` a success of another media type is an ``unexpected_content_type``
+        problem, raised before anything is written.
         """
         ok = frozenset(ok)
         attempt = 0
@@ -517,6 +524,14 @@ class Api:
             try:
                 with self.client.stream(method, url, **kwargs, **extra) as response:
                     if response.status_code in ok:
+                        if expect_type is not None and _media_type(response) != expect_type:
+                            raise ApiProblem(
+                                response.status_code,
+                                "unexpected_content_type",
+                                f"{method} {response.url} answered "
+                                f"{_media_type(response) or 'no Content-Type'}, "
+                                f"expected {expect_type}",
+                            )
                         if stream_to is not None:
                             with atomic_writer(stream_to, "wb") as fh:
                                 for chunk in response.iter_bytes():
@@ -576,14 +591,35 @@ class Api:
         return self.request("GET", f"/v1/analyses/{job_id}").json()
 
     def download(self, job: Mapping[str, Any], fmt: str, dest: Path) -> None:
-        links = job.get("links") or {}
-        url = links.get("csv" if fmt == "csv" else "npz" if fmt == "npz" else "result")
-        if not url:
-            url = f"/v1/analyses/{job['id']}/result"
-        params = {} if fmt == "json" and links.get("result") else {"format": fmt}
-        if "format=" in url:
-            params = {}
-        self.request("GET", url, params=params, stream_to=dest)
+        """Write the job's ``fmt`` result file to ``dest``; refuse a body of another type.
+
+        The URL carries its own ``?format=``: httpx replaces a URL's whole query string with
+        ``params`` (even an empty dict), which once turned every CSV and NPZ into a copy of the
+        JSON document.
+        """
+        url = result_url(job, fmt)
+        self.request("GET", url, stream_to=dest, expect_type=RESULT_TYPES[fmt])
+
+
+def result_url(job: Mapping[str, Any], fmt: str) -> str:
+    """The URL of a job's ``fmt`` result, with ``format=fmt`` in its own query string.
+
+    The job's link is used when it is a path on this API; an absolute link to another origin
+    is not followed (the API key goes to ``--api-url`` only), the path is built from the id.
+    """
+    link = (job.get("links") or {}).get(RESULT_LINKS[fmt])
+    url = httpx.URL(link) if isinstance(link, str) else None
+    if url is None or url.is_absolute_url or url.host or not url.path.startswith("/"):
+        url = httpx.URL(f"/v1/analyses/{urllib.parse.quote(str(job['id']), safe='')}/result")
+    return str(url.copy_set_param("format", fmt))
+
+
+def _reason(exc: Exception) -> str:
+    return str(exc).strip().rstrip(".") or type(exc).__name__
+
+
+def _media_type(response: httpx.Response) -> str:
+    return response.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
 
 
 def _close_files(value: Any) -> None:

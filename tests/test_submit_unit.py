@@ -14,6 +14,7 @@ from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from earshot.submit import (
@@ -25,6 +26,7 @@ from earshot.submit import (
     idempotency_key,
     parse_formats,
     parse_retry_after,
+    result_url,
     summary_row,
     write_summary,
 )
@@ -224,3 +226,24 @@ def test_the_client_starts_without_importing_the_analysis_stack() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_result_urls_carry_their_format_through_the_http_client() -> None:
+    job = {
+        "id": "3f2a",
+        "links": {
+            "result": "/v1/analyses/3f2a/result",
+            "csv": "/v1/analyses/3f2a/result?format=csv",
+            "npz": "/v1/analyses/3f2a/result?format=npz",
+        },
+    }
+    linkless = {"id": "3f/2a"}
+    foreign = {"id": "3f2a", "links": {"csv": "https://elsewhere.example/steal?format=csv"}}
+    with httpx.Client(base_url="http://127.0.0.1:8000/prefix") as client:
+        for fmt in ("json", "csv", "npz"):
+            for doc in (job, linkless):
+                url = client.build_request("GET", result_url(doc, fmt)).url
+                assert url.params.get_list("format") == [fmt], url
+                assert url.host == "127.0.0.1" and url.path.startswith("/prefix/v1/analyses/")
+        url = client.build_request("GET", result_url(foreign, "csv")).url
+        assert (url.host, url.path) == ("127.0.0.1", "/prefix/v1/analyses/3f2a/result")

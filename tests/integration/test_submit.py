@@ -7,14 +7,18 @@ SIGINT halfway then resumed (no duplicate job).
 from __future__ import annotations
 
 import csv
+import io
 import json
 import signal
 import subprocess
 import sys
 import time
+import zipfile
 from pathlib import Path
 from typing import Any
 
+import httpx
+import numpy as np
 import pytest
 
 from tests.integration.submit_fixtures import (
@@ -52,6 +56,42 @@ def events(stdout: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in stdout.splitlines() if line.strip()]
 
 
+def read_frames_csv(path: Path) -> tuple[list[str], list[list[float]]]:
+    """Header and rows of a frame CSV, every data cell parsed as a float (or it fails)."""
+    with path.open(newline="", encoding="utf-8") as fh:
+        header, *rows = list(csv.reader(fh))
+    return header, [[float(cell) for cell in row] for row in rows]
+
+
+def assert_result_files(json_path: Path, csv_path: Path, npz_path: Path) -> None:
+    """Each file is what its name says, checked with the csv module, numpy.load and json.
+
+    The expected frame count comes from the document's duration and hop: ``1 + n // hop``
+    frames of the 22050 Hz signal, so within one frame of ``1 + duration_s / hop_s``.
+    """
+    doc = json.loads(json_path.read_text(encoding="utf-8"))
+    hop_s = doc["frames"]["hop_s"]
+    names = doc["frames"]["names"]
+    expected = 1 + doc["audio"]["duration_s"] / hop_s
+    assert csv_path.read_bytes().startswith(b"time_s,"), csv_path.read_bytes()[:40]
+    header, rows = read_frames_csv(csv_path)
+    assert header == ["time_s", *names], header
+    assert abs(len(rows) - expected) <= 1, (len(rows), expected)
+    assert all(len(row) == len(header) for row in rows)
+    assert rows[1][0] - rows[0][0] == pytest.approx(hop_s, rel=1e-5)
+
+    assert npz_path.read_bytes()[:4] == b"PK\x03\x04"  # a zip archive, as .npz files are
+    with np.load(npz_path) as npz:
+        assert set(npz.files) == {"time_s", "hop_s", *names}
+        assert float(npz["hop_s"]) == pytest.approx(hop_s)
+        assert npz["time_s"].shape == (len(rows),)
+        for i, name in enumerate(names, start=1):
+            assert npz[name].shape == (len(rows),)
+            # The CSV prints 7 significant digits of the same float32 series.
+            column = np.array([row[i] for row in rows], dtype=np.float64)
+            np.testing.assert_allclose(column, npz[name].astype(np.float64), rtol=1e-6, atol=0)
+
+
 def test_batch_with_broken_files_then_a_repeat_that_sends_nothing(
     service: Service, tmp_path: Path
 ) -> None:
@@ -80,6 +120,24 @@ def test_batch_with_broken_files_then_a_repeat_that_sends_nothing(
         assert record["error"]["code"] and record["error"]["message"], record
     ignored = [e for e in events(first.stdout) if e["event"] == "ignored"]
     assert [Path(e["path"]).name for e in ignored] == ["cover.txt"]
+
+    for rel in good:
+        assert_result_files(*(out / f"{rel}.{fmt}" for fmt in ("json", "csv", "npz")))
+    # What the API itself serves for each format, byte for byte what the client wrote.
+    served_job = records["lossless/wav/click120_cmajor.wav"]["job_id"]
+    with httpx.Client(base_url=service.url, timeout=30) as client:
+        links = client.get(f"/v1/analyses/{served_job}").raise_for_status().json()["links"]
+        for fmt, link, media_type, start in (
+            ("json", links["result"], "application/json", b"{"),
+            ("csv", links["csv"], "text/csv", b"time_s,"),
+            ("npz", links["npz"], "application/zip", b"PK\x03\x04"),
+        ):
+            served = client.get(link).raise_for_status()
+            assert served.headers["content-type"].split(";")[0] == media_type, (fmt, link)
+            assert served.content.startswith(start), (fmt, served.content[:40])
+            written = (out / f"lossless/wav/click120_cmajor.wav.{fmt}").read_bytes()
+            assert written == served.content, fmt
+    assert zipfile.is_zipfile(io.BytesIO(written))
 
     rows = summary(out)
     assert set(rows) == set(good)
@@ -123,6 +181,8 @@ def test_batch_with_broken_files_then_a_repeat_that_sends_nothing(
     assert json.loads((fetched / f"{job_id}.json").read_text()) == json.loads(
         (out / "lossless/wav/click120_cmajor.wav.json").read_text()
     )
+    header, frames = read_frames_csv(fetched / f"{job_id}.csv")
+    assert header[0] == "time_s" and len(frames) > 1
     assert (fetched / f"{job_id}.csv").read_bytes() == (
         out / "lossless/wav/click120_cmajor.wav.csv"
     ).read_bytes()
