@@ -68,6 +68,9 @@ SUMMARY_NAME = "summary.csv"
 IDEMPOTENCY_SCOPE = "earshot.analyze"
 
 TRANSIENT_STATUS = frozenset({429, 502, 503, 504})
+# The one request before any work: a wrong --api-url fails in a second instead of after a
+# minute of retries. Short, because a healthy API answers /healthz without touching anything.
+PROBE_TIMEOUT_S = 5.0
 FINISHED = frozenset({"succeeded", "failed", "canceled"})
 PENDING = frozenset({"queued", "running"})
 
@@ -128,6 +131,10 @@ class AuthRejected(BatchAborted):
 
 class ServiceUnreachable(BatchAborted):
     """Raised when no connection to the API could be made after the last allowed retry."""
+
+
+class NotAnEarshotApi(SubmitError):
+    """Raised when ``--api-url`` answers, but not as an earshot API does (wrong host/port/path)."""
 
 
 class Interrupted(SubmitError):
@@ -495,6 +502,7 @@ class Api:
             limits=httpx.Limits(max_connections=max(connections, 1) + 2),
         )
         self.max_retries = max_retries
+        self.timeout = timeout
         self.stop = stop or threading.Event()
         self.on_retry = on_retry
 
@@ -583,6 +591,44 @@ class Api:
                 self.on_retry(f"{method} {url}: {reason[0]}: {reason[1]}", delay)
             self._sleep(delay)
             attempt += 1
+
+    def check(self) -> None:
+        """One ``GET /healthz``, not retried: is an earshot API answering at the base URL?
+
+        Raises ServiceUnreachable when no connection or no answer comes (the service may be
+        down: exit 1, like losing it mid-batch) and NotAnEarshotApi when something else
+        answers (a wrong port or path: exit 2, trying again will not help).
+        """
+        url = f"{str(self.client.base_url).rstrip('/')}/healthz"
+        timeout = min(self.timeout, PROBE_TIMEOUT_S)
+        try:
+            response = self.client.get("/healthz", timeout=timeout)
+        except httpx.TimeoutException as exc:
+            raise ServiceUnreachable(
+                f"no answer from {url} within {timeout:g} s ({type(exc).__name__})"
+            ) from exc
+        except httpx.ConnectError as exc:
+            raise ServiceUnreachable(
+                f"cannot connect to {self.client.base_url}: {_reason(exc)}"
+            ) from exc
+        except httpx.TransportError as exc:
+            raise NotAnEarshotApi(
+                f"{url} does not answer as an HTTP server does: {_reason(exc)}"
+            ) from exc
+        status = f"{response.status_code} {response.reason_phrase}".strip()
+        if response.status_code in TRANSIENT_STATUS or response.status_code >= 500:
+            raise ServiceUnreachable(f"{url} answered {status}: the API is not available now")
+        if response.status_code != 200:
+            raise NotAnEarshotApi(f"{url} answered {status}, not earshot's liveness probe")
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if not (isinstance(body, dict) and body.get("status") == "ok"):
+            snippet = response.text.strip()[:80]
+            raise NotAnEarshotApi(
+                f'{url} answered 200 with {snippet!r}, not earshot\'s {{"status": "ok"}}'
+            )
 
     def submit(
         self, path: Path, *, profile: str, priority: str, key: str
@@ -977,6 +1023,50 @@ def _interruptible() -> Iterator[None]:
             signal.signal(signum, old)
 
 
+def check_api_url(url: str) -> None:
+    """Raise UsageError unless ``url`` is an http(s) URL with a host (and a valid port)."""
+    try:
+        parsed = httpx.URL(url)
+        port = parsed.port
+    except httpx.InvalidURL as exc:
+        raise UsageError(f"--api-url {url!r} is not a valid URL: {exc}") from None
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise UsageError(f"--api-url {url!r} is not an http:// or https:// URL with a host")
+    if port is not None and not 0 < port < 65536:
+        raise UsageError(f"--api-url {url!r} has port {port}, outside 1-65535")
+
+
+def probe_api(command: str, args: argparse.Namespace) -> int | None:
+    """Check ``--api-url`` before any work; print why it is unusable and return the exit code.
+
+    None when an earshot API answers. Exit 2 for a malformed URL or something that is not an
+    earshot API, 1 when nothing answers (the documented code for an unreachable API).
+    """
+    try:
+        check_api_url(args.api_url)
+        with Api(args.api_url, api_key=args.api_key, timeout=args.timeout) as api:
+            api.check()
+    except UsageError as exc:
+        print(f"earshot {command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except ServiceUnreachable as exc:
+        print(
+            f"earshot {command}: error: {exc}; is the service running, and is --api-url right?",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
+    except NotAnEarshotApi as exc:
+        print(
+            f"earshot {command}: error: {exc}; --api-url must be the base URL of an earshot "
+            f"API, e.g. {DEFAULT_API_URL}",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    return None
+
+
 def run_submit(args: argparse.Namespace) -> int:
     out = Path(args.out)
     try:
@@ -988,6 +1078,9 @@ def run_submit(args: argparse.Namespace) -> int:
     if not found.inputs:
         print("earshot submit: error: no audio files found in the given paths", file=sys.stderr)
         return EXIT_USAGE
+    # Before --out is created or anything is sent: a wrong URL costs a second, not a minute.
+    if (code := probe_api("submit", args)) is not None:
+        return code
 
     out.mkdir(parents=True, exist_ok=True)
     reporter = Reporter(total=len(found.inputs), json_lines=args.json)
@@ -1102,6 +1195,8 @@ def parse_formats(value: str) -> tuple[str, ...]:
 
 
 def run_status(args: argparse.Namespace) -> int:
+    if (probed := probe_api("status", args)) is not None:
+        return probed
     code = EXIT_OK
     rows: list[tuple[str, ...]] = []
     with Api(args.api_url, api_key=args.api_key, timeout=args.timeout) as api:
@@ -1145,6 +1240,8 @@ def run_fetch(args: argparse.Namespace) -> int:
     except UsageError as exc:
         print(f"earshot fetch: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    if (probed := probe_api("fetch", args)) is not None:
+        return probed
     out = Path(args.out)
     code = EXIT_OK
     with Api(args.api_url, api_key=args.api_key, timeout=args.timeout) as api:

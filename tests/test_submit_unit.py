@@ -22,6 +22,7 @@ from earshot.submit import (
     UsageError,
     backoff_delay,
     build_summary,
+    check_api_url,
     discover,
     flatten,
     idempotency_key,
@@ -304,3 +305,13 @@ def test_result_urls_carry_their_format_through_the_http_client() -> None:
                 assert url.host == "127.0.0.1" and url.path.startswith("/prefix/v1/analyses/")
         url = client.build_request("GET", result_url(foreign, "csv")).url
         assert (url.host, url.path) == ("127.0.0.1", "/prefix/v1/analyses/3f2a/result")
+
+
+@pytest.mark.parametrize(
+    "url", ["localhost:8000", "127.0.0.1:8000", "ftp://host/", "http://", "http://h:70000"]
+)
+def test_api_url_must_be_http_with_a_host_and_a_valid_port(url: str) -> None:
+    with pytest.raises(UsageError, match="--api-url"):
+        check_api_url(url)
+    check_api_url("http://127.0.0.1:8000")
+    check_api_url("https://earshot.example/base")

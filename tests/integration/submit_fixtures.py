@@ -6,15 +6,18 @@ starts it; the client under test talks to it over HTTP like any other client.
 
 from __future__ import annotations
 
+import contextlib
+import http.server
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -145,14 +148,65 @@ def broken_files(root: Path) -> dict[str, Path]:
     return {rel: root / rel for rel in broken}
 
 
-def run_cli(*args: str, check_rc: int | None = None) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, check_rc: int | None = None, timeout: float = 600
+) -> subprocess.CompletedProcess[str]:
     done = subprocess.run(
         [sys.executable, "-m", "earshot", *args],
         cwd=REPO,
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=timeout,
     )
     if check_rc is not None:
         assert done.returncode == check_rc, (done.returncode, done.stdout, done.stderr)
     return done
+
+
+# (status, content type, body) of the answer to (method, path)
+Answer = Callable[[str, str], tuple[int, str, bytes]]
+
+
+@dataclass
+class OtherServer:
+    """An HTTP server on 127.0.0.1 that is not earshot, and the requests it received."""
+
+    url: str
+    requests: list[tuple[str, str]] = field(default_factory=list)
+
+
+@contextlib.contextmanager
+def other_server(answer: Answer) -> Iterator[OtherServer]:
+    """Serve ``answer`` on a free port in a thread (what a wrong ``--api-url`` may reach)."""
+    lock = threading.Lock()
+    seen: list[tuple[str, str]] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def handle_any(self) -> None:
+            with lock:
+                seen.append((self.command, self.path))
+            length = int(self.headers.get("Content-Length") or 0)
+            self.rfile.read(length)
+            status, content_type, body = answer(self.command, self.path)
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            if status == 503:
+                self.send_header("Retry-After", "0")
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = handle_any
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1})
+    thread.start()
+    try:
+        yield OtherServer(url=f"http://127.0.0.1:{server.server_address[1]}", requests=seen)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=30)

@@ -28,6 +28,7 @@ from tests.integration.submit_fixtures import (
     broken_files,
     free_port,
     numba_cache,
+    other_server,
     run_cli,
     sample_tree,
     service,
@@ -243,17 +244,96 @@ def test_usage_errors_exit_2(tmp_path: Path) -> None:
 pytestmark = pytest.mark.filterwarnings("error")
 
 
-def test_no_service_stops_the_batch_after_bounded_retries(tmp_path: Path) -> None:
+# Not a speed assertion: a bound so the old behaviour (36 retry lines over about a minute)
+# fails the test instead of passing slowly.
+WRONG_URL_BOUND_S = 15.0
+
+
+def test_wrong_api_url_with_nobody_listening_fails_at_once(tmp_path: Path) -> None:
     inputs = tmp_path / "in"
     sample_tree(inputs)
     out = tmp_path / "out"
     nobody = f"http://127.0.0.1:{free_port()}"
     done = run_cli(
-        "submit", str(inputs), "--out", str(out), "--api-url", nobody, "--max-retries", "1"
+        "submit", str(inputs), "--out", str(out), "--api-url", nobody, timeout=WRONG_URL_BOUND_S
     )
-    assert done.returncode == 1
-    assert "cannot connect" in done.stderr
-    assert manifest(out) == {}  # nothing was sent, so nothing is recorded as failed
+    assert done.returncode == 1, (done.stdout, done.stderr)
+    assert f"cannot connect to {nobody}" in done.stderr and "refused" in done.stderr
+    assert "retrying" not in done.stderr + done.stdout
+    assert not out.exists()  # nothing sent, nothing recorded, no folder made
+    for command in (["status", "abc"], ["fetch", "abc", "--out", str(out)]):
+        other = run_cli(*command, "--api-url", nobody, timeout=WRONG_URL_BOUND_S)
+        assert other.returncode == 1 and f"cannot connect to {nobody}" in other.stderr
+
+
+@pytest.mark.parametrize(
+    ("status", "content_type", "body"),
+    [
+        (404, "text/html", b"<h1>Not Found</h1>"),
+        (200, "text/html", b"<html>some other web app</html>"),
+        (200, "application/json", b'{"status": "healthy"}'),
+    ],
+)
+def test_wrong_api_url_answered_by_another_server_fails_at_once(
+    tmp_path: Path, status: int, content_type: str, body: bytes
+) -> None:
+    inputs = tmp_path / "in"
+    sample_tree(inputs)
+    out = tmp_path / "out"
+    with other_server(lambda method, path: (status, content_type, body)) as other:
+        done = run_cli(
+            "submit",
+            str(inputs),
+            "--out",
+            str(out),
+            "--api-url",
+            other.url,
+            timeout=WRONG_URL_BOUND_S,
+        )
+        assert done.returncode == 2, (done.stdout, done.stderr)
+        assert f"{other.url}/healthz answered {status}" in done.stderr, done.stderr
+        assert "not an earshot" in done.stderr or "not earshot" in done.stderr, done.stderr
+        assert other.requests == [("GET", "/healthz")]  # no upload was tried
+        assert not out.exists()
+        fetched = run_cli(
+            "fetch", "abc", "--out", str(out), "--api-url", other.url, timeout=WRONG_URL_BOUND_S
+        )
+        assert fetched.returncode == 2 and "/healthz answered" in fetched.stderr
+
+
+def test_transient_errors_mid_batch_are_still_retried(tmp_path: Path) -> None:
+    # Healthy at the start, then every request answers 503 (a proxy whose backend went away):
+    # each upload is retried --max-retries times, then the file fails and the batch goes on.
+    inputs = tmp_path / "in"
+    good = sample_tree(inputs)
+    out = tmp_path / "out"
+
+    def answer(method: str, path: str) -> tuple[int, str, bytes]:
+        if path == "/healthz":
+            return 200, "application/json", b'{"status": "ok"}'
+        return 503, "application/problem+json", b'{"code": "busy", "detail": "try later"}'
+
+    with other_server(answer) as proxy:
+        done = run_cli(
+            "submit",
+            str(inputs),
+            "--out",
+            str(out),
+            "--api-url",
+            proxy.url,
+            "--max-retries",
+            "2",
+            "--json",
+            timeout=300,
+        )
+    assert done.returncode == 1, (done.stdout, done.stderr)
+    uploads = [r for r in proxy.requests if r == ("POST", "/v1/analyses")]
+    assert len(uploads) == 3 * len(good)  # the first try and 2 retries per file
+    kinds = [e["event"] for e in events(done.stdout)]
+    assert kinds.count("retry") == 2 * len(good)
+    records = manifest(out)
+    assert set(records) == set(good)
+    assert {r["error"]["code"] for r in records.values()} == {"busy"}
 
 
 def test_summary_of_files_named_like_formulas_opens_as_text(
