@@ -95,6 +95,12 @@ class InvalidRequest(ApiError):
     status, code, title = 422, "invalid_request", "Invalid request"
 
 
+class InvalidCallbackUrl(ApiError):
+    """Raised when a callback_url breaks a URL rule or its host is not a public address."""
+
+    status, code, title = 422, "invalid_callback_url", "Invalid callback URL"
+
+
 class IdempotencyKeyReused(ApiError):
     """Raised when an Idempotency-Key is sent again with different content or profile."""
 

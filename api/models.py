@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import unicodedata
 from datetime import datetime
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -60,9 +61,15 @@ class Links(BaseModel):
 
 class WebhookDelivery(BaseModel):
     attempt: int = Field(description="1 for the first POST, 2 for the first retry, …")
-    at: datetime = Field(description="When the attempt ended.")
-    status_code: int | None = Field(description="The receiver's HTTP status; null if none.")
-    error: str | None = Field(description="Why the attempt failed; null when it succeeded.")
+    at: datetime = Field(description="When the attempt started, to the second.")
+    outcome: Literal["delivered", "failed", "refused"] = Field(
+        description="`delivered` (a 2xx answer), `failed` (another answer or none: retried) or "
+        "`refused` (the URL's host is not a public address: not retried). Network errors are "
+        "not shown, so callbacks cannot probe the service's network."
+    )
+    status_class: str | None = Field(
+        description="Class of the receiver's answer (`2xx` … `5xx`); null without one."
+    )
 
 
 class Webhook(BaseModel):

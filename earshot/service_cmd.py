@@ -126,6 +126,13 @@ def serve(host: str, port: int) -> int:
     import uvicorn
 
     # log_config=None: uvicorn's loggers go through the root handler (tasks.logs format).
+    # The connection limits are uvicorn's defaults, stated because docs/reliability.md relies
+    # on them: h11 (the parser tested; httptools would differ) answers 400 to a request head
+    # over 16 KiB, and a keep-alive connection idle for 5 s is closed. A head that is still
+    # arriving has no timeout in uvicorn; it costs a socket and no thread, as the app is not
+    # called before the head is complete. limit_concurrency stays off: it counts connections,
+    # so slow clients would get /healthz answered 503. Uploads are bounded by the app itself
+    # (EARSHOT_MAX_CONCURRENT_UPLOADS, EARSHOT_UPLOAD_IDLE_TIMEOUT_S).
     uvicorn.run(
         "api.app:create_app",
         factory=True,
@@ -133,6 +140,9 @@ def serve(host: str, port: int) -> int:
         port=port,
         log_level="info",
         log_config=None,
+        http="h11",
+        h11_max_incomplete_event_size=16 * 1024,
+        timeout_keep_alive=5,
     )
     return 0
 
@@ -171,7 +181,14 @@ def worker(
         # A forked pool process must not share the parent's database connections.
         runtime.jobs.engine.dispose(close=False)
 
-    warm_up(draws_plots=Queue.RENDER.value in queues)
+    # A pool that only delivers webhooks waits on receivers' sockets: threads, many of them,
+    # and no librosa to warm up. Any other pool forks processes that analyse or draw.
+    webhooks_only = queues == [Queue.WEBHOOK.value]
+    if webhooks_only:
+        pool = ["--pool=threads", f"--concurrency={concurrency or settings.webhook_concurrency}"]
+    else:
+        warm_up(draws_plots=Queue.RENDER.value in queues)
+        pool = [f"--concurrency={concurrency or settings.worker_concurrency}"]
     if reconcile:
         from tasks.reconcile import reconcile_forever
 
@@ -187,7 +204,7 @@ def worker(
         [
             "worker",
             f"--queues={','.join(queues)}",
-            f"--concurrency={concurrency or settings.worker_concurrency}",
+            *pool,
             f"--loglevel={settings.log_level.upper()}",
             f"--hostname={pool_name}.{os.getpid()}@%h",
             # Mingle and gossip talk between workers over broadcast; nothing here uses them
@@ -243,12 +260,23 @@ def warm_up_plots() -> None:
 
 
 def dev(host: str, port: int) -> int:
-    """The API and one worker pool per queue, embedded defaults, until Ctrl-C or SIGTERM."""
+    """The API and one worker pool per queue, embedded defaults, until Ctrl-C, SIGTERM or
+    SIGHUP (the terminal closed)."""
+    from tasks.errors import DataDirBusy
+    from tasks.processes import die_with_parent, lock_data_dir, release_data_dir
     from tasks.reconcile import reconcile, reconcile_forever
     from tasks.runtime import build_runtime
     from tasks.settings import get_settings
 
     settings = get_settings()
+    data_dir = Path(settings.data_dir).resolve()
+    # Before anything is re-queued: a second `earshot dev` on this data dir would take every
+    # job the first one is running for lost, re-publish it and start a second API on the port.
+    try:
+        lock = lock_data_dir(data_dir)
+    except DataDirBusy as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     runtime = build_runtime(settings)
     # No worker is alive yet: every active job whose message is not in the folder was lost
     # by the last run.
@@ -257,21 +285,31 @@ def dev(host: str, port: int) -> int:
         print(f"re-queued {len(requeued)} job(s) left over by the last run")
 
     command = [sys.executable, "-m", "earshot"]
-    env = {**os.environ, "EARSHOT_DATA_DIR": str(Path(settings.data_dir).resolve())}
+    env = {**os.environ, "EARSHOT_DATA_DIR": str(data_dir)}
+    parent = os.getpid()
+
+    def die_with_dev() -> None:
+        # In the child between fork and exec: a dev killed by SIGKILL (or the OOM killer)
+        # takes its children along instead of leaving them serving the port and analysing
+        # jobs the next dev re-queues. SIGKILL, not SIGTERM: a worker's warm shutdown would
+        # finish the running analysis first, and nobody is left to wait for it.
+        die_with_parent(signal.SIGKILL, parent_pid=parent)
+
     # Each child leads its own process group: Ctrl-C reaches only this process, which then
-    # stops every child together with its pool processes (see stop_children).
-    children = [
-        subprocess.Popen(
-            [*command, "serve", "--host", host, "--port", str(port)],
+    # stops every child together with its pool processes (see stop_children). Each child
+    # also holds the data dir lock, so it stays taken until the last of them is gone.
+    def start(args: list[str]) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [*command, *args],
             env=env,
             start_new_session=True,
-        ),
-        *(
-            subprocess.Popen(
-                [*command, "worker", f"--queues={q.value}"], env=env, start_new_session=True
-            )
-            for q in Queue
-        ),
+            preexec_fn=die_with_dev,
+            pass_fds=(lock.fileno(),),
+        )
+
+    children = [
+        start(["serve", "--host", host, "--port", str(port)]),
+        *(start(["worker", f"--queues={q.value}"]) for q in Queue),
     ]
     stop = threading.Event()
 
@@ -280,6 +318,7 @@ def dev(host: str, port: int) -> int:
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGHUP, _stop)
     threading.Thread(
         target=reconcile_forever,
         kwargs={"runtime": runtime, "interval_s": RECONCILE_INTERVAL_S, "stop": stop},
@@ -287,7 +326,7 @@ def dev(host: str, port: int) -> int:
         daemon=True,
     ).start()
     print(f"earshot is running at http://{host}:{port}  (API docs: /docs; Ctrl-C stops)")
-    print(f"data under {Path(settings.data_dir).resolve()}", flush=True)
+    print(f"data under {data_dir}", flush=True)
     exit_code = 0
     while not stop.wait(0.5):
         dead = [c for c in children if c.poll() is not None]
@@ -298,6 +337,7 @@ def dev(host: str, port: int) -> int:
             break
     stop_children(children)
     runtime.close()
+    release_data_dir(lock)
     return exit_code
 
 

@@ -13,6 +13,7 @@ import uuid
 from typing import Any
 
 from celery import Celery
+from celery.signals import worker_process_init
 from kombu import Exchange
 from kombu import Queue as KombuQueue
 from kombu.exceptions import ChannelError
@@ -22,6 +23,7 @@ from kombu.utils.json import dumps
 from tasks import metrics
 from tasks.logs import install_celery_hooks
 from tasks.names import ANALYZE_TASK, RENDER_TASK, WEBHOOK_TASK, Queue
+from tasks.processes import bound_pool_process
 from tasks.settings import Settings
 
 # Seconds to wait for the broker before a publish gives up (the API answers 503 instead of
@@ -135,7 +137,7 @@ def make_celery(settings: Settings) -> Celery:
         task_routes={
             ANALYZE_TASK: {"queue": Queue.INTERACTIVE.value},
             RENDER_TASK: {"queue": Queue.RENDER.value},
-            WEBHOOK_TASK: {"queue": Queue.RENDER.value},
+            WEBHOOK_TASK: {"queue": Queue.WEBHOOK.value},
         },
         task_create_missing_queues=False,
         worker_hijack_root_logger=False,
@@ -146,4 +148,19 @@ def make_celery(settings: Settings) -> Celery:
     app.conf.include = ["tasks.analyze", "tasks.chunks", "tasks.render", "tasks.webhooks"]
     install_celery_hooks()
     metrics.install_celery_hooks()
+    install_pool_bounds(settings)
     return app
+
+
+def install_pool_bounds(settings: Settings) -> None:
+    """Each worker pool process, as it starts, dies with its worker and is memory-capped.
+
+    A task that needs more than ``EARSHOT_WORKER_MAX_MEMORY_MB`` fails ``memory_exceeded``
+    (tasks.analyze) instead of pushing the machine into swap or the OOM killer. The handler is
+    connected once per process (``dispatch_uid``); it only ever fires in a pool process.
+    """
+
+    def _bound(**_: Any) -> None:
+        bound_pool_process(max_memory_mb=settings.worker_max_memory_mb)
+
+    worker_process_init.connect(_bound, weak=False, dispatch_uid="earshot.pool_bounds")

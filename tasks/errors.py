@@ -27,5 +27,9 @@ class BrokerUnavailable(EarshotTaskError):
     """Raised when a message cannot be published because the broker is unreachable."""
 
 
+class CallbackRefused(EarshotTaskError):
+    """Raised when a webhook callback URL breaks a rule or names an address it may not reach."""
+
+
 class JobCanceled(EarshotTaskError):
     """Raised inside a running analysis when its job was canceled; stops the work early."""

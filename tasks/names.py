@@ -8,8 +8,11 @@ from enum import StrEnum
 class Queue(StrEnum):
     INTERACTIVE = "earshot.interactive"
     BATCH = "earshot.batch"
-    # Work that follows an analysis (plots, webhooks): its own pool, so it never delays one.
+    # Plots drawn after an analysis: their own pool, so they never delay one.
     RENDER = "earshot.render"
+    # Webhook deliveries: waiting on other people's servers, so never beside analyses or plots
+    # (a pool of threads, see earshot/service_cmd.py worker()).
+    WEBHOOK = "earshot.webhook"
 
 
 class Priority(StrEnum):

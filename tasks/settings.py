@@ -61,6 +61,15 @@ class Settings(BaseSettings):
     api_keys_file: Path | None = Field(None, description="File with one API key per line.")
     max_concurrent_jobs_per_key: int = Field(64, description="Queued+running jobs per key.")
     webhook_secret: str | None = Field(None, description="Standard Webhooks signing secret.")
+    webhook_allow: str | None = Field(
+        None,
+        description="Comma-separated hosts, addresses and CIDRs webhooks may reach although "
+        "they are not public (loopback, private, link-local …); unset = public addresses only.",
+    )
+    webhook_concurrency: int = Field(8, description="Threads of a webhook worker pool.")
+    webhook_per_host: int = Field(
+        2, description="Deliveries in flight to one receiver host per webhook pool."
+    )
 
     log_format: str = Field("auto", description="`json`, `pretty` or `auto` (pretty on a tty).")
     log_level: str = Field("INFO", description="Log level.")

@@ -8,7 +8,7 @@ import unicodedata
 from enum import StrEnum
 from pathlib import PurePath
 from typing import Annotated, Any
-from urllib.parse import quote, urlparse
+from urllib.parse import quote
 
 import anyio.to_thread
 from fastapi import APIRouter, Header, Path, Query, Request, Response
@@ -17,7 +17,7 @@ from fastapi.responses import StreamingResponse
 from api import errors, problems, uploads
 from api.deps import OwnerDep, RequestIdDep, RuntimeDep
 from api.models import API_PREFIX, Analysis, AnalysisPage, display_filename
-from tasks.errors import BlobNotFound, JobNotFound
+from tasks.errors import BlobNotFound, CallbackRefused, JobNotFound
 from tasks.errors import BrokerUnavailable as PublishFailed
 from tasks.jobs import ANONYMOUS, Job, new_job_id
 from tasks.names import (
@@ -31,7 +31,13 @@ from tasks.names import (
     upload_key,
 )
 from tasks.runtime import Runtime
-from tasks.webhooks import enqueue_webhook
+from tasks.webhooks import (
+    MAX_URL_LENGTH,
+    Allowlist,
+    allowlist,
+    check_callback_url,
+    enqueue_webhook,
+)
 
 log = logging.getLogger("earshot.api")
 
@@ -40,7 +46,7 @@ router = APIRouter(prefix=API_PREFIX, tags=["analyses"])
 # Results never change once written (a new analyzer version makes a new job), so clients and
 # private caches may keep them forever.
 IMMUTABLE = "private, max-age=31536000, immutable"
-MAX_CALLBACK_URL = 2048
+MAX_CALLBACK_URL = MAX_URL_LENGTH
 JobId = Annotated[str, Path(description="Job id.", max_length=64)]
 
 
@@ -93,7 +99,8 @@ _UPLOAD_BODY: dict[str, Any] = {
                             "type": "string",
                             "format": "uri",
                             "maxLength": MAX_CALLBACK_URL,
-                            "description": "http(s) URL stored with the job for notifications.",
+                            "description": "http(s) URL POSTed when the job ends; its host "
+                            "must resolve to public addresses (see docs/webhooks.md).",
                         },
                     },
                 },
@@ -135,6 +142,7 @@ _UPLOAD_BODY: dict[str, Any] = {
             errors.UploadTooLarge,
             errors.UnsupportedMediaType,
             errors.InvalidRequest,
+            errors.InvalidCallbackUrl,
             errors.IdempotencyKeyReused,
             errors.TooManyJobs,
             errors.BrokerUnavailable,
@@ -198,7 +206,9 @@ def _register(
 ) -> tuple[Job, bool]:
     """Create (or find) the job for a stored upload; publish it. Returns ``(job, created)``."""
     jobs, blobs = runtime.jobs, runtime.blobs
-    profile, priority, callback_url = _form_fields(upload.fields)
+    profile, priority, callback_url = _form_fields(
+        upload.fields, allow=allowlist(runtime.settings.webhook_allow)
+    )
 
     def replay(existing: Job) -> tuple[Job, bool]:
         blobs.delete(key)
@@ -262,7 +272,7 @@ def _register(
     return job, True
 
 
-def _form_fields(fields: dict[str, str]) -> tuple[str, Priority, str | None]:
+def _form_fields(fields: dict[str, str], *, allow: Allowlist) -> tuple[str, Priority, str | None]:
     profile = fields.get("profile") or DEFAULT_PROFILE
     if profile not in PROFILES:
         raise errors.InvalidRequest(
@@ -278,16 +288,12 @@ def _form_fields(fields: dict[str, str]) -> tuple[str, Priority, str | None]:
         ) from None
     callback_url = fields.get("callback_url") or None
     if callback_url is not None:
-        parsed = urlparse(callback_url)
-        if (
-            parsed.scheme not in ("http", "https")
-            or not parsed.netloc
-            or len(callback_url) > MAX_CALLBACK_URL
-        ):
-            raise errors.InvalidRequest(
-                f"callback_url {callback_url[:100]!r} must be an absolute http(s) URL of at "
-                f"most {MAX_CALLBACK_URL} characters"
-            )
+        # Resolves the host (bounded, in this worker thread): a URL whose host is loopback,
+        # private … is refused here, before a job exists, and checked again at every delivery.
+        try:
+            check_callback_url(callback_url, allow=allow)
+        except CallbackRefused as exc:
+            raise errors.InvalidCallbackUrl(str(exc)) from None
     return profile, priority, callback_url
 
 

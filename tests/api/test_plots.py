@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 import pytest
 from fastapi.testclient import TestClient
@@ -110,16 +111,26 @@ def test_the_job_links_to_its_plots_and_shows_its_webhook(client: TestClient) ->
     assert job["links"]["spectrogram"] == f"/v1/analyses/{created['id']}/spectrogram.png"
     runtime = runtime_of(client)
     stored = runtime.jobs.get(created["id"])
-    attempt = {"attempt": 1, "at": "2026-11-24T11:20:04Z", "status_code": 502, "error": "x"}
+    attempt = {
+        "attempt": 1,
+        "at": "2026-11-24T11:20:04Z",
+        "outcome": "failed",
+        "status_class": "5xx",
+    }
     runtime.jobs.set_extra(created["id"], {**stored.extra, "webhook_deliveries": [attempt]})
     shown = client.get(f"/v1/analyses/{created['id']}").json()["webhook"]["deliveries"]
-    assert shown == [{**attempt, "at": "2026-11-24T11:20:04Z"}]
+    assert shown == [attempt]
+    # A record from before outcomes were coarse shows no network detail.
+    old = {"attempt": 2, "at": "2026-11-24T11:20:09Z", "status_code": None, "error": "Errno 111"}
+    runtime.jobs.set_extra(created["id"], {**stored.extra, "webhook_deliveries": [old]})
+    shown = client.get(f"/v1/analyses/{created['id']}").json()["webhook"]["deliveries"]
+    assert shown == [{"attempt": 2, "at": old["at"], "outcome": "failed", "status_class": None}]
     assert upload(client, data=None, filename="c.wav").json()["webhook"] is None
 
 
 @pytest.mark.parametrize("url", ["ftp://example.org/x", "file:///etc/passwd", "javascript:1"])
 def test_a_callback_url_must_be_http(client: TestClient, url: str) -> None:
-    assert_problem(upload(client, callback_url=url), 422, "invalid_request")
+    assert_problem(upload(client, callback_url=url), 422, "invalid_callback_url")
 
 
 def test_the_web_page_and_its_files_are_served(client: TestClient) -> None:
@@ -157,14 +168,19 @@ def webhook_messages(client: TestClient) -> list[object]:
     ]
 
 
-def test_a_cancel_queues_the_webhook(client: TestClient) -> None:
+def test_a_cancel_queues_the_webhook(make_client: Callable[..., TestClient]) -> None:
+    client = make_client(webhook_allow="127.0.0.1")
     job_id = upload(client, callback_url="http://127.0.0.1:9/hook").json()["id"]
     assert webhook_messages(client) == []
     assert client.delete(f"/v1/analyses/{job_id}").status_code == 200
     assert webhook_messages(client) == [job_id]
+    # On the webhook queue (the broker names each message file after its queue), never render's.
+    paths = [m["path"] for m in queued_messages(client) if m["headers"]["task"] == WEBHOOK_TASK]  # type: ignore[index]
+    assert [p.name.endswith(".earshot.webhook.msg") for p in paths] == [True]  # type: ignore[attr-defined]
 
 
-def test_a_result_from_cache_queues_the_webhook(client: TestClient) -> None:
+def test_a_result_from_cache_queues_the_webhook(make_client: Callable[..., TestClient]) -> None:
+    client = make_client(webhook_allow="127.0.0.1")
     first = upload(client).json()["id"]
     finish(client, first, document={})
     again = upload(client, callback_url="http://127.0.0.1:9/hook").json()
