@@ -4,10 +4,19 @@ The decoder is chosen by content, never by extension: libsndfile's probe first (
 aiff, ogg/vorbis, opus, mp3), then FFmpeg through PyAV (m4a/aac and the rest). Limits are
 checked against the header before a sample is decoded, and again on the running count of
 decoded samples, because a header can lie.
+
+A header that leaves the length open is read as "unknown", never as a length: a stream
+written to a pipe cannot go back to fill in its size, so a streamed FLAC says 0 samples
+(libsndfile reports ``SF_COUNT_MAX``), a streamed WAV or RF64 says 0 or 0xFFFFFFFF bytes,
+and raw MP3/ADTS carry no length at all (what a decoder reports is the file size over the
+first frames' bit rate). Such a file is decoded and counted against the same limits.
 """
 
 from __future__ import annotations
 
+import io
+import os
+import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,13 +44,26 @@ BLOCK_FRAMES = 65536
 # calling the stream a liar.
 _DURATION_SLACK_S = 1.0
 
+# libsndfile's frame count for a length the header does not give (sf_count_t's maximum).
+SF_COUNT_MAX = 0x7FFFFFFFFFFFFFFF
+
+# FFmpeg demuxers of raw elementary streams: no length field, so their duration is the file
+# size over the opening frames' bit rate. 65 s of ADTS that opens with 5 s of silence is
+# "estimated" at 1132 s.
+_ESTIMATED_LENGTH_FORMATS = frozenset({"aac", "ac3", "eac3", "dts", "loas", "mp3"})
+
+# Where an MP3's first frame keeps its Xing/Info or VBRI tag: after the 4-byte frame header
+# and at most 32 bytes of side information.
+_MPEG_TAG_SPAN = 4 + 32 + 4
+
 
 @dataclass(frozen=True)
 class AudioInfo:
     """What the header says about a file.
 
     ``frames`` is the declared length in samples per channel, or ``None`` when the container
-    does not say (some streams only know their length once decoded).
+    does not say: a streamed file whose header was never filled in, or a raw stream whose
+    length a decoder could only estimate. Such a file knows its length once decoded.
     """
 
     sample_rate: int
@@ -65,6 +87,7 @@ class AudioSource:
         self.path = path
         self.limits = limits
         self._sf: sf.SoundFile | None = None
+        self._raw: io.FileIO | None = None
         self._av: Any = None
         try:
             self.info = self._open()
@@ -83,6 +106,9 @@ class AudioSource:
         if self._sf is not None:
             self._sf.close()
             self._sf = None
+        if self._raw is not None:
+            self._raw.close()
+            self._raw = None
         if self._av is not None:
             self._av.close()
             self._av = None
@@ -96,12 +122,35 @@ class AudioSource:
             self._sf = sf.SoundFile(self.path)
         except (sf.LibsndfileError, RuntimeError, ValueError, TypeError):
             self._sf = None
+        if self._sf is not None and self._sf.frames == 0:
+            # libsndfile takes a WAV data size of 0 (a streamed header never filled in) or a
+            # streamed RF64's zeroed ds64 sizes at their word and reads nothing of the audio
+            # behind them, and so does FFmpeg for RF64. Read such a file with the data size
+            # it would have had; anything else goes to FFmpeg, which finds nothing in a file
+            # that is truly empty.
+            self._sf.close()
+            self._sf = None
+            patch = _streamed_wav_size(self.path)
+            if patch is not None:
+                self._raw = _PatchedFile(self.path, at=patch[0], data=patch[1])
+                try:
+                    self._sf = sf.SoundFile(self._raw)
+                except (sf.LibsndfileError, RuntimeError, ValueError, TypeError):
+                    self._sf = None
+        if self._sf is not None and self._sf.frames == SF_COUNT_MAX:
+            # An unknown length (FLAC's total_samples = 0): libsndfile fails a seek after the
+            # first 131072 samples of such a FLAC, FFmpeg reads it to the end.
+            self._sf.close()
+            self._sf = None
         if self._sf is not None:
             f = self._sf
+            frames: int | None = int(f.frames)
+            if f.format == "MP3" and not _mpeg_declares_length(self.path):
+                frames = None
             return AudioInfo(
                 sample_rate=int(f.samplerate),
                 channels=int(f.channels),
-                frames=int(f.frames),
+                frames=frames,
                 format=str(f.format).lower(),
                 codec=str(f.subtype).lower(),
             )
@@ -130,6 +179,8 @@ class AudioSource:
             frames = round(container.duration / av.time_base * rate)
         names = container.format.name.split(",")
         fmt = "mp4" if "mp4" in names else names[0]
+        if fmt in _ESTIMATED_LENGTH_FORMATS or (frames is not None and frames <= 0):
+            frames = None
         return AudioInfo(
             sample_rate=rate, channels=channels, frames=frames, format=fmt, codec=str(ctx.name)
         )
@@ -209,6 +260,109 @@ def _skip(blocks: Iterator[np.ndarray], start: int) -> Iterator[np.ndarray]:
             continue
         yield block[start:] if start else block
         start = 0
+
+
+class _PatchedFile(io.FileIO):
+    """A file opened for reading as if ``data`` were written at offset ``at``.
+
+    The upload itself is never modified; libsndfile reads through ``readinto``.
+    """
+
+    def __init__(self, path: Path, *, at: int, data: bytes) -> None:
+        super().__init__(path, "rb")
+        self._at, self._data = at, data
+
+    def readinto(self, buffer: Any) -> int:
+        start = self.tell()
+        n = super().readinto(buffer) or 0
+        lo, hi = max(start, self._at), min(start + n, self._at + len(self._data))
+        if lo < hi:
+            view = memoryview(buffer).cast("B")
+            view[lo - start : hi - start] = self._data[lo - self._at : hi - self._at]
+        return n
+
+    def read(self, size: int | None = -1) -> bytes:
+        if size is None or size < 0:
+            size = max(0, os.fstat(self.fileno()).st_size - self.tell())
+        buffer = bytearray(size)
+        return bytes(buffer[: self.readinto(buffer)])
+
+
+def _streamed_wav_size(path: Path) -> tuple[int, bytes] | None:
+    """Where a streamed WAV/RF64 leaves its data size at 0, and the size the file implies.
+
+    A writer that cannot seek back (``ffmpeg -f wav pipe:1 -rf64 always``, many recorders)
+    leaves a RIFF data size of 0, or RF64's ds64 data size of 0, and writes the samples to
+    the end of the file. Returns ``(offset, bytes)`` to read in place of the zero, or None
+    when the file is not such a WAV or has no bytes after its data chunk header.
+    """
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        head = f.read(12)
+        if len(head) < 12 or head[:4] not in (b"RIFF", b"RF64", b"BW64") or head[8:] != b"WAVE":
+            return None
+        ds64_at: int | None = None
+        pos = 12
+        # Bounded: a streamed header holds a handful of chunks before its data.
+        for _ in range(64):
+            f.seek(pos)
+            chunk = f.read(8)
+            if len(chunk) < 8:
+                return None
+            name, length = chunk[:4], struct.unpack("<I", chunk[4:])[0]
+            if name == b"ds64" and head[:4] != b"RIFF":
+                ds64 = f.read(16)
+                if len(ds64) < 16 or struct.unpack("<Q", ds64[8:])[0] != 0:
+                    return None
+                ds64_at = pos + 16
+            elif name == b"data":
+                payload = size - (pos + 8)
+                if payload <= 0:
+                    return None
+                if head[:4] == b"RIFF":
+                    return (
+                        (pos + 4, struct.pack("<I", min(payload, 0xFFFFFFFF)))
+                        if length == 0
+                        else None
+                    )
+                return None if ds64_at is None else (ds64_at, struct.pack("<Q", payload))
+            pos += 8 + length + (length & 1)
+    return None
+
+
+def _mpeg_declares_length(path: Path) -> bool:
+    """Whether an MP3's first frame is a Xing/Info header with a frame count, or a VBRI header.
+
+    Without one, libsndfile's length is an estimate from the first frame's bit rate: FFmpeg
+    writes no Xing frame to a pipe, and a VBR stream that opens quietly is then "estimated" at
+    five times its length.
+    """
+    with path.open("rb") as f:
+        offset = 0
+        # ID3v2 tags (cover art can make them megabytes) come before the first frame.
+        for _ in range(4):
+            f.seek(offset)
+            tag = f.read(10)
+            if len(tag) < 10 or tag[:3] != b"ID3":
+                break
+            # A "syncsafe" size: 7 bits in each of 4 bytes; a footer adds 10 more bytes.
+            size = sum((b & 0x7F) << (7 * (3 - i)) for i, b in enumerate(tag[6:10]))
+            offset += 10 + size + (10 if tag[5] & 0x10 else 0)
+        f.seek(offset)
+        head = f.read(4096)
+    sync = next(
+        (i for i in range(len(head) - 1) if head[i] == 0xFF and head[i + 1] & 0xE0 == 0xE0), None
+    )
+    if sync is None:
+        return False
+    frame = head[sync : sync + _MPEG_TAG_SPAN + 12]
+    for name in (b"Xing", b"Info"):
+        at = frame.find(name, 4, _MPEG_TAG_SPAN)
+        if at >= 0:
+            # Flag bit 0: a frame count follows the flags.
+            flags = int.from_bytes(frame[at + 4 : at + 8], "big")
+            return bool(flags & 1) and int.from_bytes(frame[at + 8 : at + 12], "big") > 0
+    return frame.find(b"VBRI", 4, _MPEG_TAG_SPAN) == 36
 
 
 def _reason(exc: Exception) -> str:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
+import soundfile as sf
 
 from analysis import Limits, analyze_file
 from analysis.decode import decode_mono, open_audio
@@ -18,7 +21,16 @@ from analysis.errors import (
     TooManyChannels,
     UnreadableAudio,
 )
-from tests.analysis.signals import forged_wav, sine, understated_adts, write
+from tests.analysis.signals import (
+    flac_with_total_samples,
+    forged_wav,
+    piped,
+    sine,
+    streamed_rf64,
+    streamed_wav,
+    understated_adts,
+    write,
+)
 
 # extension -> (format, codec, native rate) as written by scripts/make_samples.py
 FORMATS = {
@@ -144,13 +156,17 @@ def test_decoded_size_limit_from_header(samples_dir: Path):
     assert err.value.code == "decoded_size_exceeded"
 
 
-def test_duration_limit_is_enforced_while_decoding_when_the_header_lies(
+def test_duration_limit_is_enforced_while_decoding_when_the_estimate_is_low(
     tmp_path: Path, rng: np.random.Generator
 ):
     path = understated_adts(tmp_path / "lie.aac", rng)
     limits = Limits(max_duration_s=20.0)
+    # FFmpeg's own estimate is far below the limit; ADTS has no length field, so the
+    # decoder does not take that estimate for a length, and counts instead.
+    with av.open(str(path)) as container:
+        assert container.duration is not None and container.duration / av.time_base < 20.0
     with open_audio(path, limits=limits) as source:
-        assert source.info.duration_s is not None and source.info.duration_s < 20.0
+        assert source.info.frames is None
     with pytest.raises(DurationExceeded, match="decoded duration passed"):
         analyze_file(path, limits=limits)
 
@@ -202,3 +218,216 @@ def test_decode_mono_at_the_native_rate_is_the_samples_themselves(tmp_path: Path
 def test_decode_mono_checks_the_limits(samples_dir: Path):
     with pytest.raises(DurationExceeded):
         decode_mono(samples_dir / "sine440.flac", sr=22050, limits=Limits(max_duration_s=1.0))
+
+
+# -- streamed files: a header written before the length was known -----------------------------
+# A writer that cannot seek back (ffmpeg ... pipe:1, recorders, live encoders) leaves its
+# length fields at "unknown": decoded and counted, never read as a length.
+
+SR = 44100
+TONE = sine(440.0, 3.0, SR)  # 132300 samples, the known answer
+PCM = np.round(TONE * 32767).astype("<i2").tobytes()
+
+
+def _sf_flac(y: np.ndarray, sr: int) -> bytes:
+    buffer = io.BytesIO()
+    sf.write(buffer, y, sr, format="FLAC", subtype="PCM_16")
+    return buffer.getvalue()
+
+
+STREAMED_LOSSLESS = {
+    "flac-pipe": lambda: piped(TONE[None], SR, format="flac", codec="flac", sample_format="s16"),
+    "flac-total-samples-0": lambda: flac_with_total_samples(_sf_flac(TONE, SR), 0),
+    "wav-pipe": lambda: piped(TONE[None], SR, format="wav", codec="pcm_s16le", sample_format="s16"),
+    "wav-sizes-ffffffff": lambda: streamed_wav(
+        PCM, sr=SR, channels=1, riff_size=0xFFFFFFFF, data_size=0xFFFFFFFF
+    ),
+    "wav-sizes-0": lambda: streamed_wav(PCM, sr=SR, channels=1, riff_size=0, data_size=0),
+    "wav-data-size-0": lambda: streamed_wav(
+        PCM, sr=SR, channels=1, riff_size=0xFFFFFFFF, data_size=0
+    ),
+    "rf64-pipe": lambda: piped(
+        TONE[None],
+        SR,
+        format="wav",
+        codec="pcm_s16le",
+        sample_format="s16",
+        container_options={"rf64": "always"},
+    ),
+    "rf64-ds64-0": lambda: streamed_rf64(PCM, sr=SR, channels=1),
+}
+
+
+@pytest.mark.parametrize("form", sorted(STREAMED_LOSSLESS))
+def test_streamed_lossless_file_decodes_every_sample(tmp_path: Path, form: str):
+    path = tmp_path / "streamed.bin"
+    path.write_bytes(STREAMED_LOSSLESS[form]())
+    with open_audio(path, limits=Limits()) as source:
+        # Unknown, or the true length the file implies: never a made-up one.
+        assert source.info.frames in (None, TONE.size)
+        assert (source.info.sample_rate, source.info.channels) == (SR, 1)
+        y = np.concatenate(list(source.blocks()))
+    assert y.shape == (TONE.size, 1)
+    np.testing.assert_allclose(y[:, 0], TONE, atol=1.0 / 32767)
+    assert analyze_file(path).document["audio"]["duration_s"] == pytest.approx(3.0, abs=1e-6)
+
+
+def test_streamed_wav_keeps_the_wav_decoder_and_seeks(tmp_path: Path):
+    # RF64 with zeroed ds64 is read by libsndfile through the size the file implies, so it
+    # reports as the WAV family does and a chunk can start on any sample.
+    path = tmp_path / "streamed.rf64"
+    path.write_bytes(streamed_rf64(PCM, sr=SR, channels=1))
+    with open_audio(path, limits=Limits()) as source:
+        assert (source.info.format, source.info.codec) == ("rf64", "pcm_16")
+        y = np.concatenate(list(source.blocks(start=SR)))
+    np.testing.assert_allclose(y[:, 0], TONE[SR:], atol=1.0 / 32767)
+    assert path.read_bytes()[:4] == b"RF64" and path.read_bytes()[20:48] == bytes(28)
+
+
+STREAMED_LOSSY = {
+    "mp3-pipe": lambda: piped(TONE[None], SR, format="mp3", codec="libmp3lame"),
+    "mp3-raw-no-id3": lambda: piped(
+        TONE[None], SR, format="mp3", codec="libmp3lame", container_options={"id3v2_version": "0"}
+    ),
+    "adts": lambda: piped(TONE[None], SR, format="adts", codec="aac"),
+    "fragmented-mp4": lambda: piped(
+        TONE[None],
+        SR,
+        format="mp4",
+        codec="aac",
+        container_options={"movflags": "frag_keyframe+empty_moov"},
+    ),
+    "ogg-opus": lambda: piped(
+        sine(440.0, 3.0, 48000)[None], 48000, format="ogg", codec="libopus", sample_format="flt"
+    ),
+    "ogg-vorbis": lambda: piped(
+        np.stack([TONE, TONE]),
+        SR,
+        format="ogg",
+        codec="vorbis",
+        codec_options={"strict": "experimental"},
+    ),
+}
+
+
+@pytest.mark.parametrize("form", sorted(STREAMED_LOSSY))
+def test_streamed_lossy_file_decodes_to_its_tone_and_length(tmp_path: Path, form: str):
+    path = tmp_path / "streamed.bin"
+    path.write_bytes(STREAMED_LOSSY[form]())
+    with open_audio(path, limits=Limits()) as source:
+        sr = source.info.sample_rate
+        y = np.concatenate(list(source.blocks())).mean(axis=1)
+    # Encoder priming and the last frame's padding: within one 1152-sample MP3 frame.
+    assert y.size / sr == pytest.approx(3.0, abs=0.05)
+    spectrum = np.abs(np.fft.rfft(y))
+    assert np.fft.rfftfreq(y.size, 1 / sr)[np.argmax(spectrum)] == pytest.approx(440.0, abs=1.0)
+    assert np.sqrt(np.mean(y**2)) == pytest.approx(0.5 / np.sqrt(2), abs=0.02)
+
+
+def _quiet_then_loud(rng: np.random.Generator) -> np.ndarray:
+    # 2 s of silence, then 10 s of noise: a bit-rate estimate taken at the start is far low.
+    y = np.concatenate([np.zeros(2 * SR), rng.uniform(-0.5, 0.5, 10 * SR)])
+    return y.astype(np.float32)[None]
+
+
+def test_vbr_mp3_without_xing_is_not_refused_on_its_estimated_length(
+    tmp_path: Path, rng: np.random.Generator
+):
+    path = tmp_path / "vbr.mp3"
+    path.write_bytes(
+        piped(
+            _quiet_then_loud(rng),
+            SR,
+            format="mp3",
+            codec="libmp3lame",
+            codec_options={"abr": "1"},
+            bit_rate=192000,
+        )
+    )
+    # libsndfile's own figure, from the file size over the first frame's bit rate.
+    assert sf.info(str(path)).frames / SR > 30.0
+    limits = Limits(max_duration_s=30.0)
+    with open_audio(path, limits=limits) as source:
+        assert source.info.frames is None
+    doc = analyze_file(path, limits=limits).document
+    assert doc["audio"]["duration_s"] == pytest.approx(12.0, abs=0.05)
+
+
+def test_adts_is_not_refused_on_its_estimated_length(tmp_path: Path, rng: np.random.Generator):
+    path = tmp_path / "quiet.aac"
+    path.write_bytes(piped(_quiet_then_loud(rng), SR, format="adts", codec="aac", bit_rate=256000))
+    with av.open(str(path)) as container:
+        assert container.duration is not None and container.duration / av.time_base > 30.0
+    doc = analyze_file(path, limits=Limits(max_duration_s=30.0)).document
+    assert doc["audio"]["duration_s"] == pytest.approx(12.0, abs=0.05)
+
+
+@pytest.mark.parametrize("id3_bytes", [0, 300_000], ids=["bare", "id3-cover-art"])
+def test_mp3_with_a_xing_frame_count_keeps_its_declared_length(
+    samples_dir: Path, tmp_path: Path, id3_bytes: int
+):
+    # Long MP3s are split into chunks by their declared length; a Xing/Info frame count is one.
+    data = (samples_dir / "sine440.mp3").read_bytes()
+    assert b"Info" in data[:4096] or b"Xing" in data[:4096]
+    if id3_bytes:
+        # An ID3v2.4 tag holding one big frame; v2.4 sizes are "syncsafe", 7 bits a byte.
+        def syncsafe(n: int) -> bytes:
+            return bytes((n >> shift) & 0x7F for shift in (21, 14, 7, 0))
+
+        frame = b"PRIV" + syncsafe(id3_bytes) + b"\0\0" + b"\x01" * id3_bytes
+        data = b"ID3\x04\x00\x00" + syncsafe(len(frame)) + frame + data
+    path = tmp_path / "xing.mp3"
+    path.write_bytes(data)
+    with open_audio(path, limits=Limits()) as source:
+        assert source.info.frames is not None
+        assert source.info.frames / source.info.sample_rate == pytest.approx(5.0, abs=0.03)
+
+
+@pytest.mark.parametrize("form", ["flac-pipe", "flac-total-samples-0", "wav-data-size-0"])
+def test_unknown_length_is_held_to_the_duration_limit_while_decoding(tmp_path: Path, form: str):
+    path = tmp_path / "streamed.bin"
+    path.write_bytes(STREAMED_LOSSLESS[form]())
+    # 3 s against a 1 s limit (plus the 1 s slack for a rounded-up last packet).
+    with pytest.raises(DurationExceeded) as err:
+        analyze_file(path, limits=Limits(max_duration_s=1.0))
+    assert err.value.code == "duration_exceeded"
+    assert "over the limit of 1 s" in str(err.value) or "exceeds the limit of 1 s" in str(err.value)
+
+
+def test_unknown_length_is_held_to_the_decoded_size_limit_while_decoding(tmp_path: Path):
+    path = tmp_path / "streamed.flac"
+    path.write_bytes(STREAMED_LOSSLESS["flac-pipe"]())
+    limits = Limits(max_decoded_bytes=SR * 4)  # 1 s of mono float32
+    with open_audio(path, limits=limits) as source:
+        assert source.info.frames is None
+    with pytest.raises(DecodedSizeExceeded, match="decoded size passed") as err:
+        analyze_file(path, limits=limits)
+    assert err.value.code == "decoded_size_exceeded"
+
+
+def test_flac_that_truly_declares_hundreds_of_hours_still_fails_from_its_header(tmp_path: Path):
+    path = tmp_path / "long.flac"
+    total = (1 << 36) - 1
+    path.write_bytes(flac_with_total_samples(_sf_flac(TONE, SR), total))
+    with pytest.raises(DurationExceeded) as err:
+        open_audio(path, limits=Limits())
+    assert str(err.value) == (
+        f"duration {total / SR:.1f} s exceeds the limit of 14400 s (max_duration_s)"
+    )
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        piped(np.zeros((1, 0), np.float32), SR, format="flac", codec="flac", sample_format="s16"),
+        streamed_wav(b"", sr=SR, channels=1, riff_size=0xFFFFFFFF, data_size=0),
+        streamed_rf64(b"", sr=SR, channels=1),
+    ],
+    ids=["flac", "wav", "rf64"],
+)
+def test_streamed_header_with_no_audio_behind_it_is_empty(tmp_path: Path, data: bytes):
+    path = tmp_path / "nothing.bin"
+    path.write_bytes(data)
+    with pytest.raises(EmptyAudio) as err:
+        analyze_file(path)
+    assert err.value.code == "empty_audio"
