@@ -136,7 +136,8 @@ class AudioSource:
                 try:
                     self._sf = sf.SoundFile(self._raw)
                 except (sf.LibsndfileError, RuntimeError, ValueError, TypeError):
-                    self._sf = None
+                    self._raw.close()
+                    self._raw = None
         if self._sf is not None and self._sf.frames == SF_COUNT_MAX:
             # An unknown length (FLAC's total_samples = 0): libsndfile fails a seek after the
             # first 131072 samples of such a FLAC, FFmpeg reads it to the end.
