@@ -19,6 +19,17 @@ class JobNotFound(EarshotTaskError):
     """Raised when a job id does not exist (or belongs to another API key)."""
 
 
+class TooManyActiveJobs(EarshotTaskError):
+    """Raised when creating a job would exceed its owner's limit of queued + running jobs."""
+
+    def __init__(self, *, active: int, limit: int) -> None:
+        super().__init__(
+            f"{active} jobs are queued or running for this owner; the limit is {limit}"
+        )
+        self.active = active
+        self.limit = limit
+
+
 class TransientStoreError(EarshotTaskError):
     """Raised when the database or object store is briefly unreachable; retried."""
 

@@ -31,12 +31,13 @@ from sqlalchemy import (
     event,
     func,
     select,
+    text,
     update,
 )
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
-from tasks.errors import JobNotFound
+from tasks.errors import JobNotFound, TooManyActiveJobs
 from tasks.names import JobStatus
 
 ACTIVE_STATES = (JobStatus.QUEUED.value, JobStatus.RUNNING.value)
@@ -44,6 +45,11 @@ ACTIVE_STATES = (JobStatus.QUEUED.value, JobStatus.RUNNING.value)
 # Jobs created without an API key belong to the anonymous owner. It is a value, not NULL,
 # because NULLs never collide in a unique index and idempotency keys must.
 ANONYMOUS = ""
+
+# First half of the two-int PostgreSQL advisory lock that serialises job creation per owner
+# (the second half is hashtext(owner)). The two-int key space is apart from the single-bigint
+# one of the migration lock; two owners whose hashes collide only wait on each other.
+PG_OWNER_LOCK_SPACE = 0x6A6F6273  # "jobs"
 
 
 def utcnow() -> datetime:
@@ -227,11 +233,18 @@ class JobStore:
         request_id: str | None = None,
         callback_url: str | None = None,
         extra: dict[str, Any] | None = None,
+        max_active: int | None = None,
     ) -> tuple[Job, bool]:
         """Insert a queued job; return ``(job, created)``.
 
         With an ``idempotency_key`` already used by the same owner, nothing is inserted and the
         existing job is returned with ``created=False`` (the caller compares its content).
+
+        With ``max_active``, raises TooManyActiveJobs instead of inserting when the owner
+        already has that many queued or running jobs. The count and the insert happen in one
+        transaction that holds a per-owner lock, so concurrent creations cannot all see room
+        for one more (a count taken before the insert let 10 parallel uploads make 6 jobs
+        under a limit of 3).
         """
         now = utcnow()
         row = JobRow(
@@ -257,6 +270,19 @@ class JobStore:
         )
         try:
             with self.session() as s:
+                if max_active is not None:
+                    self._lock_owner(s, owner)
+                    if idempotency_key is not None:
+                        # A replay is answered with its job even when the owner is at the limit.
+                        q = select(JobRow).where(
+                            JobRow.idempotency_key == idempotency_key, JobRow.owner == owner
+                        )
+                        existing_row = s.scalars(q).first()
+                        if existing_row is not None:
+                            return Job.from_row(existing_row), False
+                    active = self._count_active(s, owner)
+                    if active >= max_active:
+                        raise TooManyActiveJobs(active=active, limit=max_active)
                 s.add(row)
             return Job.from_row(row), True
         except IntegrityError:
@@ -266,6 +292,35 @@ class JobStore:
             if existing is None:
                 raise
             return existing, False
+
+    def _lock_owner(self, s: Session, owner: str) -> None:
+        """Serialise, until ``s`` commits, every job creation of ``owner`` that takes this lock.
+
+        PostgreSQL: a transaction-scoped advisory lock keyed by the owner (READ COMMITTED, the
+        default, gives each later statement a snapshot taken after the lock was granted, so
+        the count sees every job a previous holder committed). SQLite: BEGIN IMMEDIATE takes
+        the database's write lock before the count; it waits up to busy_timeout for it.
+        """
+        conn = s.connection()
+        dialect = conn.dialect.name
+        if dialect == "postgresql":
+            conn.execute(
+                text("SELECT pg_advisory_xact_lock(:space, hashtext(:owner))"),
+                {"space": PG_OWNER_LOCK_SPACE, "owner": owner},
+            )
+        elif dialect == "sqlite":
+            # pysqlite (legacy transaction control) opens its transaction lazily, as a deferred
+            # BEGIN before the first INSERT, and the session has run nothing yet: an explicit
+            # BEGIN IMMEDIATE here is passed through as is, and the session's commit or
+            # rollback ends it as usual. (Called inside a transaction, SQLite refuses it.)
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        else:
+            raise NotImplementedError(f"no per-owner lock for the {dialect} database")
+
+    @staticmethod
+    def _count_active(s: Session, owner: str) -> int:
+        q = select(func.count()).select_from(JobRow).where(JobRow.status.in_(ACTIVE_STATES))
+        return int(s.scalar(q.where(JobRow.owner == owner)) or 0)
 
     def find_by_idempotency_key(self, owner: str, key: str) -> Job | None:
         with self.session() as s:
@@ -314,10 +369,9 @@ class JobStore:
         return page, next_cursor
 
     def count_active(self, *, owner: str) -> int:
-        q = select(func.count()).select_from(JobRow).where(JobRow.status.in_(ACTIVE_STATES))
-        q = q.where(JobRow.owner == owner)
+        """Queued + running jobs of ``owner`` now (a hint: ``create(max_active=)`` decides)."""
         with self.session() as s:
-            return int(s.scalar(q) or 0)
+            return self._count_active(s, owner)
 
     def find_cached_result(self, *, sha256: str, profile: str, analyzer_version: str) -> Job | None:
         """A succeeded job with the same content, profile and analyzer version, if any."""

@@ -17,7 +17,7 @@ from fastapi.responses import StreamingResponse
 from api import errors, problems, uploads
 from api.deps import OwnerDep, RequestIdDep, RuntimeDep
 from api.models import API_PREFIX, Analysis, AnalysisPage, display_filename
-from tasks.errors import BlobNotFound, CallbackRefused, JobNotFound
+from tasks.errors import BlobNotFound, CallbackRefused, JobNotFound, TooManyActiveJobs
 from tasks.errors import BrokerUnavailable as PublishFailed
 from tasks.jobs import ANONYMOUS, Job, new_job_id
 from tasks.names import (
@@ -124,6 +124,9 @@ _UPLOAD_BODY: dict[str, Any] = {
         "Answers **202** with the queued job and `Location`. When the same bytes were already "
         "analysed with the same profile and analyzer version, the job is created already "
         "`succeeded` with `cached: true` (still 202, nothing queued).\n\n"
+        "With API keys, each key may have `EARSHOT_MAX_CONCURRENT_JOBS_PER_KEY` jobs queued or "
+        "running; beyond that the answer is 429 `too_many_jobs` with `Retry-After` and the "
+        "upload is not kept.\n\n"
         "`Idempotency-Key`: sending the same key again with the same file and profile answers "
         "**200** with the original job instead of creating another; the same key with "
         "different content is a 422 `idempotency_key_reused`. If the queue is down the answer "
@@ -168,14 +171,11 @@ async def create_analysis(
 ) -> Analysis:
     jobs = runtime.jobs
     if owner != ANONYMOUS:
+        # A cheap early refusal, before the body is read; JobStore.create decides atomically.
         active = await anyio.to_thread.run_sync(lambda: jobs.count_active(owner=owner))
         limit = runtime.settings.max_concurrent_jobs_per_key
         if active >= limit:
-            raise errors.TooManyJobs(
-                f"{active} analyses are queued or running for this key; the limit is {limit} "
-                "(EARSHOT_MAX_CONCURRENT_JOBS_PER_KEY)",
-                headers={"Retry-After": str(problems.RETRY_AFTER_S)},
-            )
+            raise _too_many_jobs(active, limit)
     job_id = new_job_id()
     key = upload_key(job_id)
     upload = await uploads.receive(
@@ -223,20 +223,28 @@ def _register(
         existing = jobs.find_by_idempotency_key(owner, idempotency_key)
         if existing is not None:
             return replay(existing)
-    job, created = jobs.create(
-        job_id=job_id,
-        owner=owner,
-        filename=display_filename(upload.filename),
-        size_bytes=upload.size_bytes,
-        sha256=upload.sha256,
-        profile=profile,
-        priority=priority.value,
-        upload_key=key,
-        idempotency_key=idempotency_key,
-        request_id=request_id,
-        callback_url=callback_url,
-        extra={"format": upload.format},
-    )
+    # The per-key limit is checked again in the insert's own transaction: concurrent uploads
+    # all passed the early check while their bodies streamed in.
+    max_active = None if owner == ANONYMOUS else runtime.settings.max_concurrent_jobs_per_key
+    try:
+        job, created = jobs.create(
+            job_id=job_id,
+            owner=owner,
+            filename=display_filename(upload.filename),
+            size_bytes=upload.size_bytes,
+            sha256=upload.sha256,
+            profile=profile,
+            priority=priority.value,
+            upload_key=key,
+            idempotency_key=idempotency_key,
+            request_id=request_id,
+            callback_url=callback_url,
+            extra={"format": upload.format},
+            max_active=max_active,
+        )
+    except TooManyActiveJobs as exc:
+        blobs.delete(key)
+        raise _too_many_jobs(exc.active, exc.limit) from None
     if not created:  # the same key won a race with us
         return replay(job)
 
@@ -270,6 +278,14 @@ def _register(
             extra={"job_id": job.id},
         ) from exc
     return job, True
+
+
+def _too_many_jobs(active: int, limit: int) -> errors.TooManyJobs:
+    return errors.TooManyJobs(
+        f"{active} analyses are queued or running for this key; the limit is {limit} "
+        "(EARSHOT_MAX_CONCURRENT_JOBS_PER_KEY)",
+        headers={"Retry-After": str(problems.RETRY_AFTER_S)},
+    )
 
 
 def _form_fields(fields: dict[str, str], *, allow: Allowlist) -> tuple[str, Priority, str | None]:

@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
+import socket
+import sqlite3
 import subprocess
 import sys
-from collections.abc import Callable
+import threading
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
+import uvicorn
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from api.app import create_app
 from api.auth import matches, owner_of
 from earshot.service_cmd import open_bind_allowed
 from tasks.jobs import ANONYMOUS
@@ -210,3 +219,101 @@ def test_serve_refuses_a_public_bind_without_keys(tmp_path: Path) -> None:
     )
     assert done.returncode == 2
     assert "127.0.0.1" in done.stderr and "EARSHOT_API_KEYS" in done.stderr
+
+
+# Bound on starting the server and on each upload: a hang fails the test instead of the suite.
+WAIT_S = 60.0
+
+
+@contextlib.contextmanager
+def served(app: FastAPI) -> Iterator[str]:
+    """The app on a real uvicorn server on 127.0.0.1; yields its base URL."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", ws="none")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + WAIT_S
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(WAIT_S)
+
+
+def test_concurrent_uploads_get_exactly_the_per_key_limit(tmp_path: Path) -> None:
+    # Every upload passes the early check (no job exists yet) while its body is held back; the
+    # bodies are released together once the server is storing all of them. Before the limit
+    # was enforced inside the insert's transaction, 10 such uploads under a limit of 3 made
+    # 6-10 jobs.
+    uploads, limit = 10, 3
+    settings = Settings(
+        data_dir=tmp_path / "var", api_keys=ALPHA, max_concurrent_jobs_per_key=limit
+    )
+    app = create_app(settings)
+    boundary = "earshot-test-boundary"
+    release = threading.Event()
+    answers: list[httpx.Response] = []
+    failures: list[BaseException] = []
+    lock = threading.Lock()
+
+    def body(i: int) -> Iterator[bytes]:
+        data = wav_bytes(seed=i)
+        yield (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
+            f'filename="take {i}.wav"\r\nContent-Type: audio/wav\r\n\r\n'
+        ).encode() + data[:64]
+        release.wait(WAIT_S)
+        yield data[64:] + f"\r\n--{boundary}--\r\n".encode()
+
+    def post(url: str, i: int) -> None:
+        try:
+            r = httpx.post(
+                f"{url}/v1/analyses",
+                content=body(i),
+                headers={**AS_ALPHA, "Content-Type": f"multipart/form-data; boundary={boundary}"},
+                timeout=WAIT_S,
+            )
+            with lock:
+                answers.append(r)
+        except BaseException as exc:
+            with lock:
+                failures.append(exc)
+
+    with served(app) as url:
+        upload_dir = settings.data_dir / "blobs" / "uploads"
+        clients = [threading.Thread(target=post, args=(url, i)) for i in range(uploads)]
+        for c in clients:
+            c.start()
+        # A partial blob per upload shows the server is past its early check for each. Not an
+        # assertion: if storage ever stops writing partial files, the bodies go after the bound.
+        deadline = time.monotonic() + WAIT_S
+        while len(list(upload_dir.rglob("*.part"))) < uploads and time.monotonic() < deadline:
+            time.sleep(0.05)
+        release.set()
+        for c in clients:
+            c.join(WAIT_S)
+            assert not c.is_alive(), "an upload hung"
+
+    assert failures == []
+    statuses = sorted(r.status_code for r in answers)
+    assert statuses == [202] * limit + [429] * (uploads - limit)
+    for r in answers:
+        if r.status_code == 429:
+            assert_problem(r, 429, "too_many_jobs")
+            assert int(r.headers["retry-after"]) > 0
+    accepted = {r.json()["id"] for r in answers if r.status_code == 202}
+
+    database = settings.effective_database_url.removeprefix("sqlite:///")
+    with contextlib.closing(sqlite3.connect(database)) as conn:
+        rows = conn.execute("SELECT id, owner, status FROM jobs").fetchall()
+    assert {row[0] for row in rows} == accepted and len(rows) == limit
+    assert {(row[1], row[2]) for row in rows} == {(owner_of(ALPHA), "queued")}
+    stored = sorted(p.name for p in upload_dir.rglob("*") if p.is_file())
+    assert stored == sorted(accepted)  # refused uploads deleted, no partial file left
