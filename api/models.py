@@ -124,8 +124,8 @@ class Analysis(BaseModel):
     profile: str = Field(description="Analysis profile.")
     priority: Priority = Field(description="Queue the job runs on: `interactive` or `batch`.")
     cached: bool = Field(
-        description="True when the result was reused from an earlier job with the same bytes, "
-        "profile and analyzer version (the job never queued)."
+        description="True when the result was reused from an earlier job of the same API key "
+        "with the same bytes, profile and analyzer version (the job never queued)."
     )
     attempts: int = Field(description="Deliveries to a worker so far.")
     created_at: datetime

@@ -373,11 +373,19 @@ class JobStore:
         with self.session() as s:
             return self._count_active(s, owner)
 
-    def find_cached_result(self, *, sha256: str, profile: str, analyzer_version: str) -> Job | None:
-        """A succeeded job with the same content, profile and analyzer version, if any."""
+    def find_cached_result(
+        self, *, owner: str, sha256: str, profile: str, analyzer_version: str
+    ) -> Job | None:
+        """A succeeded job of ``owner`` with the same content, profile and analyzer version.
+
+        Only the owner's own jobs: reusing another API key's result would answer
+        ``cached: true`` at once and so tell the caller that someone else analysed that file.
+        (Without API keys every job is the anonymous owner's: one tenant, reuse is shared.)
+        """
         q = (
             select(JobRow)
             .where(
+                JobRow.owner == owner,
                 JobRow.sha256 == sha256,
                 JobRow.profile == profile,
                 JobRow.analyzer_version == analyzer_version,

@@ -121,9 +121,10 @@ _UPLOAD_BODY: dict[str, Any] = {
         "to storage as it arrives and hashed; uploads over the size limit are refused with "
         "413 while streaming, and files whose bytes are not a known audio container (text, "
         "images, archives, executables, whatever their name or Content-Type) with 415.\n\n"
-        "Answers **202** with the queued job and `Location`. When the same bytes were already "
-        "analysed with the same profile and analyzer version, the job is created already "
-        "`succeeded` with `cached: true` (still 202, nothing queued).\n\n"
+        "Answers **202** with the queued job and `Location`. When the same API key already had "
+        "the same bytes analysed with the same profile and analyzer version, the job is created "
+        "already `succeeded` with `cached: true` (still 202, nothing queued); another key's "
+        "result is never reused.\n\n"
         "With API keys, each key may have `EARSHOT_MAX_CONCURRENT_JOBS_PER_KEY` jobs queued or "
         "running; beyond that the answer is 429 `too_many_jobs` with `Retry-After` and the "
         "upload is not kept.\n\n"
@@ -248,8 +249,12 @@ def _register(
     if not created:  # the same key won a race with us
         return replay(job)
 
+    # Only this owner's results: another key's would reveal that they analysed these bytes.
     source = jobs.find_cached_result(
-        sha256=upload.sha256, profile=profile, analyzer_version=runtime.analyzer_version
+        owner=owner,
+        sha256=upload.sha256,
+        profile=profile,
+        analyzer_version=runtime.analyzer_version,
     )
     if source is not None and source.result_prefix:
         jobs.mark_succeeded(

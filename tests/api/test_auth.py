@@ -221,6 +221,39 @@ def test_serve_refuses_a_public_bind_without_keys(tmp_path: Path) -> None:
     assert "127.0.0.1" in done.stderr and "EARSHOT_API_KEYS" in done.stderr
 
 
+def jobs_table(client: TestClient) -> list[dict[str, object]]:
+    """Every row of the jobs table, read with plain sqlite3 from the database file."""
+    path = runtime_of(client).settings.effective_database_url.removeprefix("sqlite:///")
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        conn.row_factory = sqlite3.Row
+        return [dict(r) for r in conn.execute("SELECT * FROM jobs ORDER BY created_at")]
+
+
+def test_another_keys_identical_upload_is_not_served_from_its_cache(keyed: TestClient) -> None:
+    data = wav_bytes(seed=3)
+    first = upload(keyed, data, headers=AS_ALPHA).json()
+    finish(keyed, first["id"], document={"bpm": 120})
+
+    theirs = upload(keyed, data, headers=AS_BETA)
+    assert theirs.status_code == 202
+    # A fresh job: nothing tells beta that alpha already analysed these bytes.
+    assert theirs.json()["cached"] is False and theirs.json()["status"] == "queued"
+    mine = upload(keyed, data, headers=AS_ALPHA)
+    assert mine.status_code == 202
+    assert mine.json()["cached"] is True and mine.json()["status"] == "succeeded"
+
+    rows = {row["id"]: row for row in jobs_table(keyed)}
+    assert len(rows) == 3
+    source, beta, again = rows[first["id"]], rows[theirs.json()["id"]], rows[mine.json()["id"]]
+    assert beta["owner"] == owner_of(BETA) and source["owner"] == again["owner"] == owner_of(ALPHA)
+    assert (beta["status"], beta["cached"], beta["result_prefix"]) == ("queued", 0, None)
+    assert (again["status"], again["cached"]) == ("succeeded", 1)
+    assert again["result_prefix"] == source["result_prefix"]
+    # Beta's upload is kept for its own analysis; alpha's cached re-upload was dropped.
+    kept = {p.name for p in stored_uploads(keyed)}
+    assert beta["id"] in kept and again["id"] not in kept
+
+
 # Bound on starting the server and on each upload: a hang fails the test instead of the suite.
 WAIT_S = 60.0
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tasks.errors import TooManyActiveJobs
-from tasks.jobs import JobStore
+from tasks.jobs import ANONYMOUS, JobStore, new_job_id
 from tasks.names import JobStatus, Priority
 
 THREADS = 12
@@ -169,3 +169,38 @@ def test_an_idempotent_replay_at_the_limit_returns_its_job(store: JobStore) -> N
         max_active=2,
     )
     assert (again.id, created) == (made[0].id, False)
+
+
+def succeed(store: JobStore, *, owner: str, sha256: str) -> str:
+    job, _ = store.create(
+        owner=owner,
+        filename="a.wav",
+        size_bytes=1,
+        sha256=sha256,
+        profile="standard",
+        priority="interactive",
+        job_id=new_job_id(),
+    )
+    assert store.mark_running(job.id)
+    assert store.mark_succeeded(job.id, result_prefix=f"results/{job.id}/", analyzer_version="v1")
+    return job.id
+
+
+def test_cached_results_are_found_only_for_their_owner(store: JobStore, db_path: Path) -> None:
+    sha = "c" * 64
+    alphas = succeed(store, owner="alpha", sha256=sha)
+    anonymous = succeed(store, owner=ANONYMOUS, sha256=sha)
+
+    def cached(owner: str) -> str | None:
+        job = store.find_cached_result(
+            owner=owner, sha256=sha, profile="standard", analyzer_version="v1"
+        )
+        return job.id if job else None
+
+    assert cached("alpha") == alphas
+    assert cached(ANONYMOUS) == anonymous
+    assert cached("beta") is None
+    # The table does hold a succeeded result of those bytes: the filter is the owner alone.
+    assert rows(
+        db_path, "SELECT count(*) FROM jobs WHERE sha256 = ? AND status = ?", sha, "succeeded"
+    ) == [(2,)]
