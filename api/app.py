@@ -15,7 +15,7 @@ from fastapi import FastAPI
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api import metrics, problems
+from api import metrics, problems, uploads
 from api.deps import REQUEST_ID_HEADER, api_keys, request_id_from
 from api.routes import analyses, docs, events, health, plots, ui
 from tasks.logs import log_context
@@ -151,6 +151,9 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app.state.settings = settings
     app.state.runtime = runtime
     app.state.api_keys = keys
+    app.state.upload_slots = uploads.UploadSlots(
+        settings.max_concurrent_uploads, idle_timeout_s=settings.upload_idle_timeout_s
+    )
     problems.install(app)
     app.include_router(analyses.router)
     app.include_router(plots.router)

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from fastapi import APIRouter, FastAPI, Request, Response
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tasks.metrics import metric, multiprocess_dir, render
@@ -49,6 +49,15 @@ def upload_bytes() -> Counter:
         "earshot_http_upload_bytes",
         "Request body bytes received, by route template.",
         ("route",),
+    )
+
+
+def uploads_in_progress() -> Gauge:
+    return metric(
+        Gauge,
+        "earshot_http_uploads_in_progress",
+        "Uploads streaming now (each holds one of EARSHOT_MAX_CONCURRENT_UPLOADS).",
+        multiprocess_mode="livesum",
     )
 
 

@@ -4,11 +4,18 @@ The body is parsed incrementally (python-multipart's push parser) while the file
 written straight to the blob store, so memory stays flat, the size limit holds for chunked
 uploads without Content-Length, and an upload rejected halfway leaves nothing behind (the blob
 store only publishes a blob once its stream ends without error).
+
+Uploads cannot starve the rest of the API: at most ``UploadSlots.limit`` stream at once (more
+are refused before their body is read), each on a thread of the uploads' own limiter rather
+than anyio's default one, which every sync route shares; and an upload that sends nothing for
+``idle_timeout_s`` is dropped.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -18,9 +25,20 @@ import anyio.to_thread
 from fastapi import Request
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.requests import ClientDisconnect
 
-from api.errors import InvalidRequest, UnsupportedMediaType, UploadTooLarge
+from api import metrics
+from api.errors import (
+    InvalidRequest,
+    TooManyUploads,
+    UnsupportedMediaType,
+    UploadTimeout,
+    UploadTooLarge,
+)
+from api.problems import RETRY_AFTER_S
 from tasks.blobs import BlobStore
+
+log = logging.getLogger("earshot.api")
 
 FILE_FIELD = "file"
 # Enough of the file's head to tell every container below apart.
@@ -40,6 +58,42 @@ class Upload:
     sha256: str = ""
     format: str = ""
     fields: dict[str, str] = field(default_factory=dict)
+
+
+class UploadSlots:
+    """How many uploads one API process streams at once, and how long one may send nothing.
+
+    An upload waits for its client's bytes on a thread (the multipart parsing, hashing and
+    blob writing are blocking). Those threads come from ``limiter``, never from anyio's default
+    limiter, whose 40 tokens every sync route (``/readyz``, ``GET /v1/analyses`` …) needs: 40
+    stalled uploads used to hold them all and every such route hung. ``take`` refuses an upload
+    beyond ``limit`` at once, so no upload ever queues for a thread.
+    """
+
+    def __init__(self, limit: int, *, idle_timeout_s: float) -> None:
+        self.limit = limit
+        self.idle_timeout_s = idle_timeout_s
+        self.active = 0
+        self.limiter = anyio.CapacityLimiter(limit)
+
+    @contextlib.contextmanager
+    def take(self) -> Iterator[None]:
+        """Hold one slot for the enclosed upload; raise TooManyUploads when none is free."""
+        # Only the event loop's thread counts, so a plain integer needs no lock.
+        if self.active >= self.limit:
+            raise TooManyUploads(
+                f"{self.active} uploads are in progress; the limit is {self.limit} "
+                "(EARSHOT_MAX_CONCURRENT_UPLOADS); retry later",
+                headers={"Retry-After": str(RETRY_AFTER_S)},
+            )
+        self.active += 1
+        in_progress = metrics.uploads_in_progress()
+        in_progress.inc()
+        try:
+            yield
+        finally:
+            self.active -= 1
+            in_progress.dec()
 
 
 def sniff_audio(head: bytes) -> str | None:
@@ -197,11 +251,20 @@ def _boundary(request: Request) -> bytes:
     return boundary
 
 
-async def receive(request: Request, *, blobs: BlobStore, key: str, max_bytes: int) -> Upload:
+async def receive(
+    request: Request,
+    *,
+    blobs: BlobStore,
+    key: str,
+    max_bytes: int,
+    slots: UploadSlots | None = None,
+) -> Upload:
     """Stream the request's ``file`` part into ``blobs`` under ``key``; return what was received.
 
-    Raises UploadTooLarge, UnsupportedMediaType or InvalidRequest; on any of them (and on a
-    client that disconnects) nothing is stored under ``key``.
+    Raises UploadTooLarge, UnsupportedMediaType, InvalidRequest, UploadTimeout (no bytes for
+    ``slots.idle_timeout_s``) or starlette's ClientDisconnect; on any of them nothing is stored
+    under ``key``. The caller holds one of ``slots`` (``slots.take()``); without ``slots`` the
+    body is awaited without a timeout on anyio's default threads.
     """
     boundary = _boundary(request)
     max_body = max_bytes + ENVELOPE_BYTES
@@ -213,12 +276,26 @@ async def receive(request: Request, *, blobs: BlobStore, key: str, max_bytes: in
         )
 
     body = request.stream()
+    idle_timeout_s = slots.idle_timeout_s if slots is not None else None
+    received = 0
 
     async def next_chunk() -> bytes:
+        nonlocal received
         try:
-            return await body.__anext__()
+            with anyio.fail_after(idle_timeout_s):
+                chunk = await body.__anext__()
         except StopAsyncIteration:
             return b""
+        except TimeoutError:
+            # Raised here, on the loop, so that no other TimeoutError (a blob store's socket)
+            # is mistaken for an idle client.
+            raise UploadTimeout(
+                f"no body bytes for {idle_timeout_s:g} s after {received} bytes "
+                "(EARSHOT_UPLOAD_IDLE_TIMEOUT_S); nothing was stored, send the file again",
+                headers={"Connection": "close"},
+            ) from None
+        received += len(chunk)
+        return chunk
 
     def pull() -> bytes:
         # Runs in a worker thread (blob stores are blocking); the body is read on the loop.
@@ -276,7 +353,20 @@ async def receive(request: Request, *, blobs: BlobStore, key: str, max_bytes: in
         reader.upload.format = sniff_audio(bytes(head)) or ""
         return reader.upload
 
-    return await anyio.to_thread.run_sync(store)
+    try:
+        return await anyio.to_thread.run_sync(
+            store, limiter=slots.limiter if slots is not None else None
+        )
+    except UploadTimeout:
+        log.info(
+            "upload dropped: idle for %g s after %d bytes; nothing stored", idle_timeout_s, received
+        )
+        raise
+    except ClientDisconnect:
+        log.info(
+            "upload abandoned: the client disconnected after %d bytes; nothing stored", received
+        )
+        raise
 
 
 def _check_head(head: bytes) -> None:

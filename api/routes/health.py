@@ -18,7 +18,8 @@ router = APIRouter(tags=["health"])
     description="Answers as long as the process serves HTTP; checks no dependency (restarting "
     "the API would not fix a database outage).",
 )
-def healthz() -> Health:
+async def healthz() -> Health:
+    # async: it needs no thread, so it answers even when every worker thread is busy.
     return Health(status="ok")
 
 
