@@ -336,6 +336,50 @@ def test_transient_errors_mid_batch_are_still_retried(tmp_path: Path) -> None:
     assert {r["error"]["code"] for r in records.values()} == {"busy"}
 
 
+def test_a_download_of_the_wrong_type_fails_the_input_and_writes_nothing(tmp_path: Path) -> None:
+    # A proxy in front of the API that answers one format with its HTML login page: the client
+    # must not store that page as the .csv (it did, exit 0, before the Content-Type check).
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    (inputs / "a.ogg").write_bytes((SAMPLES / "sine440.ogg").read_bytes())
+    out = tmp_path / "out"
+    own = "/v1/analyses/j1"
+    job = {
+        "id": "j1",
+        "status": "succeeded",
+        "links": {"result": f"{own}/result", "csv": f"{own}/result?format=csv"},
+    }
+
+    def answer(method: str, path: str) -> tuple[int, str, bytes]:
+        if path == "/healthz":
+            return 200, "application/json", b'{"status": "ok"}'
+        if (method, path) in (("POST", "/v1/analyses"), ("GET", own)):
+            return 202 if method == "POST" else 200, "application/json", json.dumps(job).encode()
+        if path == f"{own}/result?format=json":
+            return 200, "application/json", b'{"audio": {"duration_s": 1.0}}'
+        return 200, "text/html", b"<html>please log in</html>"
+
+    with other_server(answer) as proxy:
+        done = run_cli(
+            "submit",
+            str(inputs),
+            "--out",
+            str(out),
+            "--api-url",
+            proxy.url,
+            "--format",
+            "json,csv",
+            timeout=300,
+        )
+    assert done.returncode == 1, (done.stdout, done.stderr)
+    assert ("GET", f"{own}/result?format=csv") in proxy.requests
+    record = manifest(out)["a.ogg"]
+    assert record["status"] == "failed" and record["error"]["code"] == "unexpected_content_type"
+    assert "text/html" in record["error"]["message"] and "text/csv" in record["error"]["message"]
+    assert not (out / "a.ogg.csv").exists()
+    assert sorted(p.name for p in out.iterdir()) == ["a.ogg.json", "manifest.jsonl", "summary.csv"]
+
+
 def test_summary_of_files_named_like_formulas_opens_as_text(
     service: Service, tmp_path: Path
 ) -> None:
