@@ -77,6 +77,12 @@ class AlreadyFinished(ApiError):
     status, code, title = 409, "already_finished", "Analysis already finished"
 
 
+class UploadTimeout(ApiError):
+    """Raised when an upload sends no body bytes for EARSHOT_UPLOAD_IDLE_TIMEOUT_S seconds."""
+
+    status, code, title = 408, "upload_timeout", "Upload timed out"
+
+
 class UploadTooLarge(ApiError):
     """Raised when an upload exceeds EARSHOT_MAX_UPLOAD_BYTES (checked while streaming)."""
 
@@ -117,6 +123,12 @@ class BrokerUnavailable(ApiError):
     """Raised when the job could not be queued because the broker is unreachable."""
 
     status, code, title = 503, "broker_unavailable", "Queue unavailable"
+
+
+class TooManyUploads(ApiError):
+    """Raised when EARSHOT_MAX_CONCURRENT_UPLOADS uploads are already streaming (before reading)."""
+
+    status, code, title = 503, "too_many_uploads", "Too many uploads in progress"
 
 
 class NotReady(ApiError):

@@ -33,6 +33,14 @@ class Settings(BaseSettings):
     s3_secret_access_key: str | None = Field(None, description="S3 secret access key.")
 
     max_upload_bytes: int = Field(512 * 1024 * 1024, description="Largest accepted upload.")
+    max_concurrent_uploads: int = Field(
+        16, ge=1, description="Uploads one API process streams at once; more are answered 503."
+    )
+    upload_idle_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="Seconds an upload may send no body bytes before it is dropped (408).",
+    )
     max_duration_s: float = Field(4 * 3600.0, description="Longest accepted audio, seconds.")
     max_sample_rate: int = Field(384_000, description="Highest accepted sample rate, Hz.")
     max_channels: int = Field(32, description="Most accepted channels.")

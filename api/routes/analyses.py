@@ -13,6 +13,7 @@ from urllib.parse import quote
 import anyio.to_thread
 from fastapi import APIRouter, Header, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
+from starlette.requests import ClientDisconnect
 
 from api import errors, problems, uploads
 from api.deps import OwnerDep, RequestIdDep, RuntimeDep
@@ -47,6 +48,8 @@ router = APIRouter(prefix=API_PREFIX, tags=["analyses"])
 # private caches may keep them forever.
 IMMUTABLE = "private, max-age=31536000, immutable"
 MAX_CALLBACK_URL = MAX_URL_LENGTH
+# nginx's status for "the client closed the connection before the answer"; never sent.
+CLIENT_CLOSED_REQUEST = 499
 JobId = Annotated[str, Path(description="Job id.", max_length=64)]
 
 
@@ -144,6 +147,8 @@ _UPLOAD_BODY: dict[str, Any] = {
         **problems.responses(
             errors.Unauthorized,
             errors.UploadTooLarge,
+            errors.UploadTimeout,
+            errors.TooManyUploads,
             errors.UnsupportedMediaType,
             errors.InvalidRequest,
             errors.InvalidCallbackUrl,
@@ -169,7 +174,7 @@ async def create_analysis(
             description="Client-chosen key making retries of this request safe.",
         ),
     ] = None,
-) -> Analysis:
+) -> Analysis | Response:
     jobs = runtime.jobs
     if owner != ANONYMOUS:
         # A cheap early refusal, before the body is read; JobStore.create decides atomically.
@@ -179,9 +184,20 @@ async def create_analysis(
             raise _too_many_jobs(active, limit)
     job_id = new_job_id()
     key = upload_key(job_id)
-    upload = await uploads.receive(
-        request, blobs=runtime.blobs, key=key, max_bytes=runtime.settings.max_upload_bytes
-    )
+    slots: uploads.UploadSlots = request.app.state.upload_slots
+    try:
+        with slots.take():
+            upload = await uploads.receive(
+                request,
+                blobs=runtime.blobs,
+                key=key,
+                max_bytes=runtime.settings.max_upload_bytes,
+                slots=slots,
+            )
+    except ClientDisconnect:
+        # A client hanging up is not an error of ours (receive logged it at INFO). Nobody
+        # reads this answer, the server drops it; it is the status the metrics count.
+        return Response(status_code=CLIENT_CLOSED_REQUEST)
     try:
         job, created = await anyio.to_thread.run_sync(
             lambda: _register(runtime, upload, job_id, key, owner, request_id, idempotency_key)
