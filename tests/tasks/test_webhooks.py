@@ -606,3 +606,14 @@ def test_old_detailed_records_are_shown_coarse(runtime: Runtime, wav_bytes: byte
         ("delivered", "2xx"),
     ]
     assert "refused" not in json.dumps(shown).lower()
+
+
+def test_a_stored_url_with_crlf_is_refused_and_recorded_instead_of_crashing_the_task(
+    signed_runtime: Runtime, wav_bytes: bytes, receiver: Receiver
+) -> None:
+    # Before the upload check existed such a URL was stored; its task then crashed in the HTTP
+    # client with no attempt recorded.
+    job = ended_job(signed_runtime, wav_bytes, receiver.url + "\r\nX-Injected: yes")
+    assert apply_task(signed_runtime, job.id) is False
+    assert recorded_outcomes(signed_runtime, job.id) == [(1, "refused", None)]
+    assert receiver.connections == 0
