@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import selectors
 import signal
 import socket
@@ -244,8 +245,17 @@ def test_stalled_uploads_do_not_starve_the_api(api: Api) -> None:
 def test_a_client_hanging_up_mid_upload_logs_one_info_line(api: Api) -> None:
     request_id = f"hangs-up-{uuid.uuid4().hex[:8]}"
     uploads_before, jobs_before = stored_uploads(api), job_ids(api)
-    sock = connect(api.port, upload_head(request_id) + b"\0" * 5000)
-    sock.close()
+    wav = (SAMPLES / "click120_cmajor.wav").read_bytes()
+    # The head ends with the file's first 4 bytes; 4000 more of a real WAV follow.
+    sock = connect(api.port, upload_head(request_id) + wav[4:4004])
+    try:
+        wait_for(
+            lambda: uploads_in_progress(api) == 1,
+            what="the upload to be streaming",
+            timeout=GUARD_S,
+        )
+    finally:
+        sock.close()  # mid-body: Content-Length promised 100000 bytes
 
     def lines_of_request() -> list[dict[str, object]]:
         found = []
@@ -261,6 +271,8 @@ def test_a_client_hanging_up_mid_upload_logs_one_info_line(api: Api) -> None:
     assert lines[0]["level"] == "INFO", lines
     assert "disconnected" in str(lines[0]["message"]), lines
     assert "nothing stored" in str(lines[0]["message"]), lines
+    received = re.search(r"after (\d+) bytes", str(lines[0]["message"]))
+    assert received and int(received[1]) > 0, lines
     assert "exc_info" not in lines[0]
     assert stored_uploads(api) == uploads_before
     assert job_ids(api) == jobs_before
