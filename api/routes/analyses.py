@@ -67,6 +67,29 @@ RESULT_FILES: dict[ResultFormat, tuple[str, str]] = {
     ResultFormat.NPZ: (FRAMES_NPZ, "application/zip"),
 }
 
+# OpenAPI links: the id in a created job's body is the job_id of every per-job operation, so a
+# client generator (or a stateful fuzzer) can follow a submit to its job, result and plots.
+_JOB_OPERATIONS = {
+    "GetAnalysis": ("/{job_id}", "get", "The job."),
+    "GetResult": ("/{job_id}/result", "get", "Its result, once succeeded."),
+    "FollowEvents": ("/{job_id}/events", "get", "Its progress as Server-Sent Events."),
+    "GetWaveform": ("/{job_id}/waveform.json", "get", "Its waveform peaks."),
+    "GetSpectrogram": ("/{job_id}/spectrogram.png", "get", "Its spectrogram image."),
+    "CancelAnalysis": ("/{job_id}", "delete", "Cancel it."),
+}
+JOB_LINKS: dict[str, Any] = {
+    name: {
+        # A JSON pointer into the document: "~" is "~0" and "/" is "~1" (RFC 6901).
+        "operationRef": "#/paths/"
+        + (API_PREFIX + path).replace("~", "~0").replace("/", "~1")
+        + "/"
+        + method,
+        "parameters": {"job_id": "$response.body#/id"},
+        "description": description,
+    }
+    for name, (path, method, description) in _JOB_OPERATIONS.items()
+}
+
 _UPLOAD_BODY: dict[str, Any] = {
     "requestBody": {
         "required": True,
@@ -79,6 +102,8 @@ _UPLOAD_BODY: dict[str, Any] = {
                         "file": {
                             "type": "string",
                             "format": "binary",
+                            # An empty part is refused (422 invalid_request).
+                            "minLength": 1,
                             "description": "The audio file (WAV, AIFF, FLAC, Ogg, MP3, AAC, "
                             "MP4/M4A, CAF, WebM/Matroska …). Recognised by its bytes, not its "
                             "name.",
@@ -137,12 +162,17 @@ _UPLOAD_BODY: dict[str, Any] = {
         "is 503 `broker_unavailable` with `Retry-After`, and the key may be reused."
     ),
     responses={
-        200: {"model": Analysis, "description": "Idempotent replay: the job made earlier."},
+        200: {
+            "model": Analysis,
+            "description": "Idempotent replay: the job made earlier.",
+            "links": JOB_LINKS,
+        },
         202: {
             "description": "Job created (queued, or succeeded from cache).",
             "headers": {
                 "Location": {"description": "URL of the job.", "schema": {"type": "string"}}
             },
+            "links": JOB_LINKS,
         },
         **problems.responses(
             errors.Unauthorized,
@@ -340,7 +370,9 @@ def _form_fields(fields: dict[str, str], *, allow: Allowlist) -> tuple[str, Prio
     summary="List analyses",
     description="Your jobs, newest first, a page at a time. Pass `next_cursor` back as "
     "`cursor` for the next page.",
-    responses=problems.responses(errors.InvalidCursor, errors.Unauthorized, errors.InvalidRequest),
+    responses=problems.responses(
+        errors.InvalidCursor, errors.Unauthorized, errors.InvalidRequest, errors.StoreUnavailable
+    ),
 )
 def list_analyses(
     runtime: RuntimeDep,
@@ -367,7 +399,7 @@ def list_analyses(
     response_model=Analysis,
     summary="Get an analysis",
     description="The job: its status, progress, error when failed, and links to its result.",
-    responses=problems.responses(errors.NotFound, errors.Unauthorized),
+    responses=problems.responses(errors.NotFound, errors.Unauthorized, errors.StoreUnavailable),
 )
 def get_analysis(job_id: JobId, runtime: RuntimeDep, owner: OwnerDep) -> Analysis:
     return Analysis.from_job(_job(runtime, job_id, owner))
@@ -410,6 +442,7 @@ def _job(runtime: Runtime, job_id: str, owner: str) -> Job:
             errors.JobCanceled,
             errors.Unauthorized,
             errors.InvalidRequest,
+            errors.StoreUnavailable,
         ),
     },
 )
@@ -490,7 +523,9 @@ def content_disposition(filename: str, extension: str, job_id: str) -> str:
     description="Cancel a queued or running job; it answers with the job, now `canceled`. A "
     "running analysis stops at its next progress step. A finished job cannot be canceled "
     "(409 `already_finished`).",
-    responses=problems.responses(errors.NotFound, errors.AlreadyFinished, errors.Unauthorized),
+    responses=problems.responses(
+        errors.NotFound, errors.AlreadyFinished, errors.Unauthorized, errors.StoreUnavailable
+    ),
 )
 def cancel_analysis(job_id: JobId, runtime: RuntimeDep, owner: OwnerDep) -> Analysis:
     before = _job(runtime, job_id, owner)

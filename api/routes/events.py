@@ -31,6 +31,23 @@ HEARTBEAT_S = 15.0
 # Milliseconds a browser's EventSource waits before reconnecting after a dropped stream.
 RETRY_MS = 2000
 JobId = Annotated[str, Path(description="Job id.", max_length=64)]
+# One event of the stream, with the fields an EventSource reads (Open API 3.1 has the `schema`
+# of an event stream describe each event; the `retry:` and `: keep-alive` lines are not events).
+EVENT_SCHEMA = {
+    "type": "object",
+    "required": ["event", "data"],
+    "properties": {
+        "event": {"const": "status"},
+        "id": {"type": "string", "description": "The job's update time, seconds since the epoch."},
+        "data": {
+            "type": "string",
+            "description": "The job resource, as `GET /v1/analyses/{id}` answers it.",
+            "contentMediaType": "application/json",
+            "contentSchema": {"$ref": "#/components/schemas/Analysis"},
+        },
+        "retry": {"type": "integer", "description": "Milliseconds to wait before reconnecting."},
+    },
+}
 
 
 @router.get(
@@ -47,9 +64,9 @@ JobId = Annotated[str, Path(description="Job id.", max_length=64)]
     responses={
         200: {
             "description": "The event stream.",
-            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            "content": {"text/event-stream": {"schema": EVENT_SCHEMA}},
         },
-        **problems.responses(errors.NotFound, errors.Unauthorized),
+        **problems.responses(errors.NotFound, errors.Unauthorized, errors.StoreUnavailable),
     },
 )
 async def analysis_events(

@@ -39,6 +39,7 @@ _ERRORS = problems.responses(
     errors.JobCanceled,
     errors.PlotPending,
     errors.Unauthorized,
+    errors.StoreUnavailable,
 )
 
 
