@@ -11,7 +11,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 from celery import Task, shared_task
 from celery.exceptions import SoftTimeLimitExceeded
@@ -48,6 +48,7 @@ STORE_UNAVAILABLE = "store_unavailable"
 MISSING_UPLOAD = "upload_missing"
 INTERNAL_ERROR = "internal_error"
 UNKNOWN_PROFILE = "unknown_profile"
+MEMORY_EXCEEDED = "memory_exceeded"
 
 
 def runtime_of(task: Task) -> Runtime:
@@ -107,6 +108,26 @@ def discard(runtime: Runtime, job: Job) -> bool:
     if current.upload_key:
         runtime.blobs.delete(current.upload_key)
     return True
+
+
+def memory_exceeded_message(settings: Any, what: str) -> str:
+    """The readable reason of a ``memory_exceeded`` failure, naming the limit and its setting."""
+    return (
+        f"{what} needed more memory than the limit of {settings.worker_max_memory_mb} MB per "
+        "worker process (EARSHOT_WORKER_MAX_MEMORY_MB)"
+    )
+
+
+def leave_pool(job_id: str) -> NoReturn:
+    """End this pool process after its task hit the memory cap and failed its job.
+
+    The allocation that failed left nothing behind, but the heap may be fragmented near the
+    cap, so the next job starts in a fresh process. SystemExit is how a billiard pool process
+    asks to leave: the pool starts a replacement, and the message (acks_late) is handed back
+    and dropped by the next delivery, which finds the job finished.
+    """
+    log.warning("job %s: memory limit reached; this worker process is replaced", job_id)
+    raise SystemExit(1)
 
 
 def run_analysis(runtime: Runtime, job_id: str, *, retry: Callable[[Exception], None]) -> str:
@@ -213,6 +234,16 @@ def run_analysis(runtime: Runtime, job_id: str, *, retry: Callable[[Exception], 
             return JobStatus.FAILED.value
         retry(exc)
         raise
+    except MemoryError:
+        # The pool process's memory cap (tasks.processes.limit_memory) refused an allocation.
+        # Celery's worker process re-raises an uncaught MemoryError and would take the worker
+        # down with it; the job fails for good instead (the same file needs the same memory).
+        log.warning("job %s: analysis exceeded the memory limit", job_id)
+        runtime.jobs.mark_failed(
+            job_id, code=MEMORY_EXCEEDED, message=memory_exceeded_message(settings, "the analysis")
+        )
+        discard(runtime, job)
+        return JobStatus.FAILED.value
     except Exception as exc:
         # A bug, not the user's fault and not worth a retry: fail loudly, keep the upload so
         # the job can be re-run once fixed.
@@ -272,6 +303,8 @@ def analyze(self: Task, job_id: str) -> str:
             if ended.status is JobStatus.SUCCEEDED:
                 render_after_success(runtime, ended)
             enqueue_webhook(runtime, ended)
+            if ended.error_code == MEMORY_EXCEEDED:
+                leave_pool(job_id)
         return status
     except TRANSIENT_ERRORS as exc:
         # A database blip on a write run_analysis does not guard itself (marking the job

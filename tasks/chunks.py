@@ -25,6 +25,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 
 from tasks.analyze import (
     INTERNAL_ERROR,
+    MEMORY_EXCEEDED,
     MISSING_UPLOAD,
     PROGRESS_INTERVAL_S,
     STORE_UNAVAILABLE,
@@ -32,6 +33,8 @@ from tasks.analyze import (
     TRANSIENT_ERRORS,
     WORKER_LOST,
     discard,
+    leave_pool,
+    memory_exceeded_message,
     runtime_of,
     store_result,
 )
@@ -206,6 +209,15 @@ def run_chunk(
             return JobStatus.FAILED.value, ended
         retry(exc)
         raise
+    except MemoryError:
+        # The pool process's memory cap refused an allocation (see tasks.analyze).
+        ended = runtime.jobs.mark_failed(
+            job_id,
+            code=MEMORY_EXCEEDED,
+            message=memory_exceeded_message(settings, f"chunk {index}"),
+        )
+        discard(runtime, job)
+        return JobStatus.FAILED.value, ended
     except Exception as exc:
         log.exception("job %s: chunk %d crashed", job_id, index)
         ended = runtime.jobs.mark_failed(
@@ -287,4 +299,6 @@ def analyze_chunk_task(self: Task, job_id: str, index: int) -> str:
         if finished.status is JobStatus.SUCCEEDED:
             render_after_success(runtime, finished)
         enqueue_webhook(runtime, finished)
+        if finished.error_code == MEMORY_EXCEEDED:
+            leave_pool(job_id)
     return status

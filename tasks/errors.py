@@ -44,3 +44,7 @@ class CallbackRefused(EarshotTaskError):
 
 class JobCanceled(EarshotTaskError):
     """Raised inside a running analysis when its job was canceled; stops the work early."""
+
+
+class DataDirBusy(EarshotTaskError):
+    """Raised when another ``earshot dev`` holds the data dir's lock."""
