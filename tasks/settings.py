@@ -74,9 +74,9 @@ class Settings(BaseSettings):
         description="Comma-separated hosts, addresses and CIDRs webhooks may reach although "
         "they are not public (loopback, private, link-local …); unset = public addresses only.",
     )
-    webhook_concurrency: int = Field(8, description="Threads of a webhook worker pool.")
+    webhook_concurrency: int = Field(8, ge=1, description="Threads of a webhook worker pool.")
     webhook_per_host: int = Field(
-        2, description="Deliveries in flight to one receiver host per webhook pool."
+        2, ge=1, description="Deliveries in flight to one receiver host per webhook pool."
     )
 
     log_format: str = Field("auto", description="`json`, `pretty` or `auto` (pretty on a tty).")

@@ -341,6 +341,7 @@ def resolve_host(host: str, port: int) -> list[IPAddress]:
     try:
         infos = future.result(timeout=RESOLVE_TIMEOUT_S)
     except FutureTimeout:
+        future.cancel()  # if still waiting for a thread, it never runs
         raise TimeoutError(f"resolving {host!r} took over {RESOLVE_TIMEOUT_S:.0f} s") from None
     addresses: list[IPAddress] = []
     for family, _, _, _, sockaddr in infos:
@@ -649,7 +650,10 @@ def run_webhook(
         return Step(delivered=False)
     if not job.callback_url or not job.status.finished:
         return Step(delivered=False)
-    host = (urlsplit(job.callback_url).hostname or "") if job.callback_url else ""
+    try:
+        host = urlsplit(job.callback_url).hostname or ""
+    except ValueError:  # a malformed URL stored before the upload checked it: refused below
+        host = ""
     with slots.hold(host, limit=runtime.settings.webhook_per_host) as held:
         if not held:
             if deferrals >= MAX_DEFERRALS:

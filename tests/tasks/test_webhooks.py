@@ -606,12 +606,21 @@ def test_old_detailed_records_are_shown_coarse(runtime: Runtime, wav_bytes: byte
     assert "refused" not in json.dumps(shown).lower()
 
 
+@pytest.mark.parametrize("tail", ["\r\nX-Injected: yes", " x", "\x00"])
 def test_a_stored_url_with_crlf_is_refused_and_recorded_instead_of_crashing_the_task(
-    signed_runtime: Runtime, wav_bytes: bytes, receiver: Receiver
+    signed_runtime: Runtime, wav_bytes: bytes, receiver: Receiver, tail: str
 ) -> None:
     # Before the upload check existed such a URL was stored; its task then crashed in the HTTP
     # client with no attempt recorded.
-    job = ended_job(signed_runtime, wav_bytes, receiver.url + "\r\nX-Injected: yes")
+    job = ended_job(signed_runtime, wav_bytes, receiver.url + tail)
     assert apply_task(signed_runtime, job.id) is False
     assert recorded_outcomes(signed_runtime, job.id) == [(1, "refused", None)]
     assert receiver.connections == 0
+
+
+def test_a_stored_url_that_does_not_parse_is_refused_and_recorded(
+    signed_runtime: Runtime, wav_bytes: bytes
+) -> None:
+    job = ended_job(signed_runtime, wav_bytes, "http://[::1/hook")
+    assert apply_task(signed_runtime, job.id) is False
+    assert recorded_outcomes(signed_runtime, job.id) == [(1, "refused", None)]
