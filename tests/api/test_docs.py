@@ -48,6 +48,12 @@ def page_urls(client: TestClient, path: str) -> list[str]:
     for script in parser.scripts:
         parser.urls += re.findall(r"\burl:\s*'([^']*)'", script)
     assert not re.search(r"(?i)\bhttps?://|//cdn\.|fonts\.googleapis", r.text), r.text
+    # The browser is told the same: no source but this origin (and data:/blob: URLs it makes).
+    policy = dict(d.strip().split(" ", 1) for d in r.headers["content-security-policy"].split(";"))
+    for directive in ("default-src", "script-src", "img-src", "connect-src", "style-src"):
+        sources = policy[directive].split()
+        assert sources[0] == "'self'", policy
+        assert not [s for s in sources if "://" in s or s in ("*", "https:", "http:")], policy
     return parser.urls
 
 

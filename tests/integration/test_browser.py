@@ -198,3 +198,64 @@ def test_upload_in_the_browser_shows_the_result_and_plots(base_url: str, browser
     assert httpx.get(links["csv"], timeout=30).text.startswith("time")
     screenshot(driver, "browser-2-result.png")
     assert page_errors(driver) == []
+
+
+@pytest.fixture
+def served_api(tmp_path: Path, numba_cache: Path) -> Iterator[str]:
+    """`earshot serve` alone: the documentation pages need no worker."""
+    port = free_port()
+    service = Service(
+        ["serve", "--port", str(port)],
+        env=service_env(tmp_path / "var", numba_cache),
+        log=tmp_path / "serve.log",
+    )
+    url = f"http://127.0.0.1:{port}"
+
+    def healthy() -> bool:
+        service.assert_alive()
+        try:
+            return httpx.get(f"{url}/healthz", timeout=2).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    try:
+        wait_for(healthy, what="`earshot serve` to answer /healthz")
+        yield url
+    finally:
+        service.stop()
+
+
+@pytest.mark.parametrize("page", ["/docs", "/redoc"])
+def test_docs_pages_render_every_operation_offline(
+    served_api: str, browser: Any, page: str
+) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver = browser
+    driver.get(served_api + page)
+    summaries = [
+        op["summary"]
+        for item in httpx.get(served_api + "/openapi.json", timeout=30).json()["paths"].values()
+        for op in item.values()
+    ]
+    assert len(summaries) >= 10
+    wait = WebDriverWait(driver, WAIT_S, poll_frequency=0.2)
+    wait.until(lambda d: all(s in d.find_element(By.TAG_NAME, "body").text for s in summaries))
+    screenshot(driver, f"docs-{page.strip('/')}.png")
+    entries = driver.execute_script(
+        "return performance.getEntriesByType('resource')"
+        ".map(e => [e.name, e.responseStatus, e.transferSize])"
+    )
+    errors = page_errors(driver)
+    local = [name for name, _, _ in entries if name.startswith(served_api + "/")]
+    assert {"/openapi.json", "/static/vendor/favicon-32x32.png"} <= {
+        name.removeprefix(served_api) for name in local
+    }, entries
+    # Anything else the UI asks for (ReDoc's sidebar logo on cdn.redoc.ly) is refused by the
+    # page's Content-Security-Policy before a request leaves: no status, no bytes.
+    for name, status, size in entries:
+        if name not in local:
+            assert (status, size) == (0, 0), entries
+            assert any(name in e and "Content Security Policy" in e for e in errors), errors
+    assert all("Content Security Policy" in e for e in errors), errors
