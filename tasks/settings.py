@@ -8,7 +8,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -81,6 +81,16 @@ class Settings(BaseSettings):
 
     log_format: str = Field("auto", description="`json`, `pretty` or `auto` (pretty on a tty).")
     log_level: str = Field("INFO", description="Log level.")
+
+    @field_validator("webhook_allow")
+    @classmethod
+    def _webhook_allow_parses(cls, value: str | None) -> str | None:
+        # A typo fails every process at start, not each upload (500) or delivery later.
+        if value:
+            from tasks.webhooks import allowlist  # the parser lives with its only user
+
+            allowlist(value)
+        return value
 
     @property
     def embedded(self) -> bool:

@@ -291,7 +291,7 @@ class Allowlist:
     networks: tuple[IPNetwork, ...]
 
     def allows(self, host: str, address: IPAddress) -> bool:
-        if host in self.hosts:
+        if host.rstrip(".") in self.hosts:
             return True
         candidates = [address, *filter(None, [embedded_ipv4(address)])]
         return any(
@@ -579,6 +579,10 @@ def deliver(
         log.info("webhook of job %s: no answer (%s: %s)", job.id, type(exc).__name__, exc)
     except (httpcore.UnsupportedProtocol, OSError) as exc:
         log.info("webhook of job %s: failed (%s: %s)", job.id, type(exc).__name__, exc)
+    except Exception:
+        # Still an attempt: recorded and retried like any failure, never a task that dies
+        # without a trace on the job.
+        log.exception("webhook of job %s: unexpected error", job.id)
     else:
         klass = status_class(status)
         if 200 <= status < 300:

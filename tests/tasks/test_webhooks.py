@@ -529,9 +529,12 @@ def test_the_allowlist_opens_only_what_it_names(
 
 
 @pytest.mark.parametrize("bad", ["10.0.0.0/33", "http://x", "a b", "1.2.3.4/8/9"])
-def test_a_malformed_allowlist_entry_is_a_configuration_error(bad: str) -> None:
+def test_a_malformed_allowlist_entry_is_a_configuration_error(bad: str, tmp_path: Any) -> None:
     with pytest.raises(ConfigurationError, match="EARSHOT_WEBHOOK_ALLOW"):
         allowlist(bad)
+    # Already when the settings are read, so no process starts with it.
+    with pytest.raises(ConfigurationError, match="EARSHOT_WEBHOOK_ALLOW"):
+        Settings(data_dir=tmp_path, webhook_allow=bad)
 
 
 def test_a_receiver_that_never_answers_fails_the_attempt_instead_of_hanging(
