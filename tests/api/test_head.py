@@ -191,3 +191,17 @@ def test_a_405_allows_head_where_get_is_served(served: Served) -> None:
     assert allowed == {"GET", "HEAD", "POST"}
     answer = served.raw("PATCH", f"/v1/analyses/{served.done_id}", AUTH)
     assert {m.strip() for m in answer.headers["allow"].split(",")} == {"GET", "HEAD", "DELETE"}
+
+
+def test_head_is_counted_as_head_under_its_route_template(served: Served) -> None:
+    served.raw("HEAD", f"/v1/analyses/{served.done_id}", AUTH)
+    scrape = served.raw("GET", "/metrics").body.decode()
+    counted = [
+        line
+        for line in scrape.splitlines()
+        if line.startswith("earshot_http_requests_total{")
+        and 'method="HEAD"' in line
+        and 'route="/v1/analyses/{job_id}"' in line
+        and 'status="200"' in line
+    ]
+    assert counted and float(counted[0].rsplit(" ", 1)[1]) >= 1, scrape[-2000:]
