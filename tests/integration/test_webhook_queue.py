@@ -128,11 +128,18 @@ def test_hanging_receivers_never_delay_an_unrelated_jobs_plots(
             for _ in range(HUNG_JOBS)
         ]
 
+        def own_plots_drawn() -> bool:
+            pools.assert_alive()
+            paths = [f"/v1/analyses/{job_id}/spectrogram.png" for job_id in hung]
+            return all(client.get(path).status_code == 200 for path in paths)
+
         def attempts_hang() -> bool:
             pools.assert_alive()
             return len(hanging_receiver.held) >= 2
 
-        # The webhook pool is now stuck on the receiver: the situation under test.
+        # The hung jobs' own plots are drawn (the render queue holds nothing of theirs) and the
+        # webhook pool is stuck on the receiver: the situation under test.
+        wait_for(own_plots_drawn, what="the hung jobs' own spectrograms")
         wait_for(attempts_hang, what="webhook attempts to reach the hanging receiver")
 
         started = time.monotonic()
