@@ -173,7 +173,7 @@ def test_a_succeeded_analysis_queues_its_plots_and_its_webhook(
 
     assert sorted(queued_tasks(runtime)) == [
         ("earshot.render", RENDER_TASK, [job.id]),
-        ("earshot.render", WEBHOOK_TASK, [job.id]),
+        ("earshot.webhook", WEBHOOK_TASK, [job.id]),
     ]
     # A redelivery of the finished job queues nothing more.
     runtime.celery.tasks[ANALYZE_TASK].apply(args=[job.id]).get()
@@ -189,7 +189,7 @@ def test_a_failed_analysis_queues_only_its_webhook(runtime: Runtime) -> None:
 
     assert runtime.celery.tasks[ANALYZE_TASK].apply(args=[job.id]).get() == "failed"
 
-    assert queued_tasks(runtime) == [("earshot.render", WEBHOOK_TASK, [job.id])]
+    assert queued_tasks(runtime) == [("earshot.webhook", WEBHOOK_TASK, [job.id])]
 
 
 def test_a_succeeded_batch_analysis_queues_no_plots(runtime: Runtime, wav_bytes: bytes) -> None:
