@@ -41,6 +41,8 @@ from tasks.names import RESULT_JSON, JobStatus
 from tasks.runtime import Runtime
 from tasks.settings import Settings
 
+from .proxy import TcpProxy
+
 pytestmark = pytest.mark.integration
 
 HOST = "127.0.0.1"
@@ -539,75 +541,6 @@ def test_rabbitmq_restart_loses_no_job(services: Services, cluster: Callable[...
     # No half-written upload, and no upload of a refused job: only accepted jobs keep theirs.
     kept = {p.name for p in _upload_files(c)}
     assert kept <= set(sub.accepted.values()), kept - set(sub.accepted.values())
-
-
-class TcpProxy:
-    """A TCP forwarder that can cut every connection and refuse new ones, then recover.
-
-    Sits between the workers and PostgreSQL, so the database "blinks" for the workers only,
-    without touching the server other test runs share.
-    """
-
-    def __init__(self, target: tuple[str, int]) -> None:
-        self.target = target
-        self.listener = socket.create_server((HOST, 0))
-        self.port = self.listener.getsockname()[1]
-        self.up = threading.Event()
-        self.up.set()
-        self.closed = False
-        self.lock = threading.Lock()
-        self.sockets: set[socket.socket] = set()
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while not self.closed:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            if not self.up.is_set():
-                client.close()
-                continue
-            try:
-                upstream = socket.create_connection(self.target, timeout=5)
-            except OSError:
-                client.close()
-                continue
-            with self.lock:
-                self.sockets.update((client, upstream))
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
-
-    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
-        try:
-            while data := source.recv(65536):
-                sink.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (source, sink):
-                with contextlib.suppress(OSError):
-                    s.shutdown(socket.SHUT_RDWR)
-                s.close()
-            with self.lock:
-                self.sockets.difference_update((source, sink))
-
-    def cut(self) -> None:
-        """Drop every open connection and refuse new ones until :meth:`restore`."""
-        self.up.clear()
-        with self.lock:
-            live = list(self.sockets)
-        for s in live:
-            with contextlib.suppress(OSError):
-                s.shutdown(socket.SHUT_RDWR)
-
-    def restore(self) -> None:
-        self.up.set()
-
-    def close(self) -> None:
-        self.closed = True
-        self.cut()
-        self.listener.close()
 
 
 def test_database_blip_is_retried_and_no_job_succeeds_without_its_result(
