@@ -44,7 +44,9 @@ def run_online() -> None:
     if connection is not None:
         run_with(connection)
         return
-    engine = make_engine(config.attributes["database_url"])
+    # No answer deadline: a migration may wait for another process's advisory lock, and an
+    # index build may take long.
+    engine = make_engine(config.attributes["database_url"], answer_timeout_s=None)
     try:
         with engine.connect() as connection:
             run_with(connection)
