@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any, NoReturn
 
 from celery import Task, shared_task
-from celery.exceptions import SoftTimeLimitExceeded
+from celery.exceptions import Reject, SoftTimeLimitExceeded
 from sqlalchemy.exc import OperationalError as DatabaseOperationalError
 
 from tasks import metrics
@@ -288,7 +288,18 @@ def analyze(self: Task, job_id: str) -> str:
         # Exponential backoff, 2, 4, 8 … s, capped at a minute.
         countdown = min(60, 2 ** max(1, self.request.retries + 1))
         log.warning("job %s: transient error, retry in %d s: %s", job_id, countdown, exc)
-        raise self.retry(exc=exc, countdown=countdown, max_retries=None)
+        try:
+            raise self.retry(exc=exc, countdown=countdown, max_retries=None)
+        except Reject as rejected:
+            # Celery rejects the delivery *without* requeue when it cannot publish the retry
+            # (the broker is unreachable too, as in a network partition): the message and the
+            # job were lost, left "running" for good (tests/integration/test_partition.py).
+            # Requeued, the message comes back once the broker is reachable; the attempts
+            # limit still bounds the deliveries.
+            log.warning(
+                "job %s: retry not published (%s); message requeued", job_id, rejected.reason
+            )
+            raise Reject(rejected.reason, requeue=True) from exc
 
     try:
         claimable = is_active(runtime, job_id)
