@@ -60,7 +60,18 @@ def _stale_connection(exc: BaseException) -> bool:
     """Whether ``exc`` (or its cause) says an open connection was dropped, not refused."""
     seen: BaseException | None = exc
     while seen is not None:
-        if isinstance(seen, ConnectionResetError | BrokenPipeError | RecoverableConnectionError):
+        if isinstance(
+            seen,
+            ConnectionResetError
+            | ConnectionAbortedError
+            | BrokenPipeError
+            | RecoverableConnectionError,
+        ):
+            return True
+        # py-amqp's end of file on a socket the server or the network closed (a partition
+        # that reset the connection): a bare OSError without errno. Before, the first upload
+        # after such a partition was answered 503 (tests/integration/test_partition.py).
+        if type(seen) is OSError and seen.errno is None:
             return True
         seen = seen.__cause__ or seen.__context__
     return False
