@@ -75,8 +75,14 @@ def keep_local(case: Case) -> None:
     if case.operation.label != SUBMIT or not isinstance(case.body, dict):
         return
     url = case.body.get("callback_url")
-    if isinstance(url, str) and urlsplit(url).netloc:
-        case.body["callback_url"] = urlunsplit(urlsplit(url)._replace(netloc="127.0.0.1:9"))
+    if not isinstance(url, str):
+        return
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return  # e.g. "http://[": the service cannot parse it either and refuses it unresolved
+    if parts.netloc:
+        case.body["callback_url"] = urlunsplit(parts._replace(netloc="127.0.0.1:9"))
 
 
 FUZZ_SETTINGS = settings(
