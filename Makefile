@@ -14,7 +14,7 @@ PYTHON ?= $(shell \
     "$$p" -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null && { echo "$$p"; exit 0; }; \
   done)
 
-.PHONY: install run test lint format bench samples clean
+.PHONY: install run test lint format bench samples clean check-outputs
 
 install: $(STAMP)
 
@@ -48,6 +48,12 @@ bench: $(STAMP)
 	$(BIN)/python scripts/bench.py $(BENCH_ARGS)
 	$(BIN)/python scripts/bench_service.py $(BENCH_ARGS)
 	$(BIN)/python scripts/bench_chunks.py $(BENCH_ARGS)
+
+# Are result.json, frames.csv and frames.npz byte-identical between revisions? REF is one ref
+# (against the working tree) or two: `make check-outputs REF="bbe896d HEAD" CHECK_ARGS=--tracks`.
+check-outputs: $(STAMP)
+	@test -n "$(REF)" || { echo 'error: give REF=<git ref> (or REF="A B")' >&2; exit 2; }
+	$(BIN)/python scripts/check_outputs.py $(foreach r,$(REF),--ref $(r)) $(CHECK_ARGS)
 
 clean:
 	rm -rf var .pytest_cache .mypy_cache .ruff_cache
