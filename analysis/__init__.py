@@ -1,8 +1,9 @@
 """earshot's analysis core: pure functions from an audio file to a result document.
 
 No settings, no Celery, no environment: ``from analysis import analyze_file`` works in a
-notebook. Names are resolved on first use (PEP 562), so ``import analysis.version`` or
-``analysis.errors`` stays cheap for processes that never analyse (the API).
+notebook. Names are resolved on first use (PEP 562), so ``import analysis.version``,
+``analysis.profiles`` or ``analysis.errors`` stays cheap for processes that never analyse (the
+API): none of them imports numpy or librosa.
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from analysis.analyze import PROFILES, Analysis, analyze_file
+    from analysis.analyze import Analysis, analyze_file
     from analysis.limits import Limits
+    from analysis.profiles import PROFILES
     from analysis.version import ANALYZER_VERSION
     from analysis.warmup import warmup
 
@@ -20,7 +22,7 @@ __all__ = ["ANALYZER_VERSION", "PROFILES", "Analysis", "Limits", "analyze_file",
 
 _HOMES = {
     "ANALYZER_VERSION": "analysis.version",
-    "PROFILES": "analysis.analyze",
+    "PROFILES": "analysis.profiles",
     "Analysis": "analysis.analyze",
     "analyze_file": "analysis.analyze",
     "Limits": "analysis.limits",

@@ -2,44 +2,22 @@
 
 from __future__ import annotations
 
-import hashlib
-import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from analysis.decode import AudioInfo, AudioSource, downmix, mono_resampler, open_audio
-from analysis.errors import UnknownProfile
-from analysis.features import SERIES, SILENCE_THRESHOLD_DB, FeatureExtractor, Features
+from analysis.decode import AudioSource, downmix, mono_resampler, open_audio
+from analysis.document import file_sha256, result_document
+from analysis.features import FeatureExtractor, Features
 from analysis.limits import Limits
-from analysis.loudness import DB_FLOOR, Loudness, LoudnessMeter
-from analysis.rhythm import Rhythm, rhythm
-from analysis.tonal import PITCH_CLASSES, estimate_key
-from analysis.version import ANALYZER_VERSION
+from analysis.loudness import Loudness, LoudnessMeter
+from analysis.profiles import DEFAULT_PROFILE, Profile, get_profile
+from analysis.progress import Progress, ProgressReporter
+from analysis.rhythm import rhythm
 
-Progress = Callable[[str, float], None]
-
-
-@dataclass(frozen=True)
-class Profile:
-    """Analysis parameters of one named profile."""
-
-    sr: int
-    n_fft: int
-    hop_length: int
-    n_mels: int
-
-
-_PROFILES = {
-    # librosa's conventions.
-    "standard": Profile(sr=22050, n_fft=2048, hop_length=512, n_mels=128),
-    # Half the frames and mel bands: roughly half the feature cost, coarser beat times.
-    "fast": Profile(sr=22050, n_fft=2048, hop_length=1024, n_mels=64),
-}
-PROFILES: tuple[str, ...] = tuple(_PROFILES)
+__all__ = ["Analysis", "Progress", "analyze_file"]
 
 # Share of the overall progress each stage ends at. Features are computed while decoding, so
 # "decode" covers most of the work; "features" is the last chunk.
@@ -67,25 +45,10 @@ class Analysis:
     hop_s: float
 
 
-class _Reporter:
-    """Forward strictly increasing overall fractions to the caller's callback."""
-
-    def __init__(self, callback: Progress | None) -> None:
-        self.callback = callback
-        self.last = -1.0
-
-    def __call__(self, stage: str, fraction: float) -> None:
-        fraction = min(max(fraction, 0.0), 1.0)
-        if self.callback is not None and fraction > self.last:
-            self.last = fraction
-            # Exceptions propagate unchanged: that is how a worker cancels a job.
-            self.callback(stage, fraction)
-
-
 def analyze_file(
     path: str | Path,
     *,
-    profile: str = "standard",
+    profile: str = DEFAULT_PROFILE,
     limits: Limits = Limits(),  # noqa: B008 - frozen, so a shared default is safe
     progress: Progress | None = None,
 ) -> Analysis:
@@ -115,25 +78,31 @@ def analyze_file(
     UnknownProfile
         When ``profile`` is not in ``PROFILES``.
     """
-    if profile not in _PROFILES:
-        raise UnknownProfile(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
-    params = _PROFILES[profile]
-    report = _Reporter(progress)
+    params = get_profile(profile)
+    report = ProgressReporter(progress)
     path = Path(path)
     report("decode", 0.0)
     with open_audio(path, limits=limits) as source:
         info = source.info
         features, loudness, duration_s = _decode_and_extract(source, params, report)
-    sha256 = _sha256(path)
+    sha256 = file_sha256(path)
     rhy = rhythm(features.series["onset_strength"], params.sr, hop_length=params.hop_length)
     report("rhythm", 0.95)
-    document = _document(info, sha256, duration_s, profile, params, features, rhy, loudness)
+    document = result_document(
+        info,
+        sha256=sha256,
+        duration_s=duration_s,
+        profile=profile,
+        features=features,
+        rhythm=rhy,
+        loudness=loudness,
+    )
     report("done", 1.0)
     return Analysis(document=document, frames=features.series, hop_s=params.hop_length / params.sr)
 
 
 def _decode_and_extract(
-    source: AudioSource, params: Profile, report: _Reporter
+    source: AudioSource, params: Profile, report: ProgressReporter
 ) -> tuple[Features, Loudness, float]:
     """One pass over the file: native blocks feed the loudness meter, and their mono downmix,
     resampled, feeds the STFT feature pass. The signal itself is never held whole."""
@@ -156,93 +125,3 @@ def _decode_and_extract(
     features = extractor.finish()
     report("features", _FEATURES_END)
     return features, meter.result(), extractor.n_samples / sr
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _stats(x: np.ndarray) -> dict[str, float]:
-    if x.size == 0:
-        return {"mean": 0.0, "std": 0.0}
-    return {"mean": round(_finite(np.mean(x)), 6), "std": round(_finite(np.std(x)), 6)}
-
-
-def _finite(value: Any) -> float:
-    v = float(value)
-    return v if math.isfinite(v) else 0.0
-
-
-def _floats(values: np.ndarray, digits: int = 6) -> list[float]:
-    return [round(_finite(v), digits) for v in values]
-
-
-def _document(
-    info: AudioInfo,
-    sha256: str,
-    duration_s: float,
-    profile: str,
-    params: Profile,
-    features: Features,
-    rhy: Rhythm,
-    loudness: Loudness,
-) -> dict[str, Any]:
-    series = features.series
-    rms = series["rms"].astype(np.float64)
-    with np.errstate(divide="ignore"):
-        rms_db = np.maximum(20.0 * np.log10(rms), DB_FLOOR)
-    silent = rms_db < SILENCE_THRESHOLD_DB
-    voiced = ~silent
-    key = estimate_key(features.chroma.mean())
-    summary: dict[str, Any] = {
-        "tempo": {"bpm": round(rhy.bpm, 3), "confidence": round(rhy.confidence, 4)},
-        "beats_s": _floats(rhy.beats_s, 4),
-        "key": {"tonic": key.tonic, "mode": key.mode, "confidence": round(key.confidence, 4)},
-        "loudness": {
-            "integrated_lufs": round(loudness.integrated_lufs, 3),
-            "loudness_range_lu": round(loudness.loudness_range_lu, 3),
-            "peak_dbfs": round(loudness.peak_dbfs, 3),
-            "clipping_ratio": round(loudness.clipping_ratio, 8),
-            "rms_mean_db": round(_finite(np.mean(rms_db)), 3),
-        },
-        "rms": _stats(rms),
-        "zero_crossing_rate": _stats(series["zero_crossing_rate"]),
-        "spectral_centroid_hz": _stats(series["spectral_centroid_hz"][voiced]),
-        "spectral_bandwidth_hz": _stats(series["spectral_bandwidth_hz"][voiced]),
-        "spectral_rolloff_hz": _stats(series["spectral_rolloff_hz"][voiced]),
-        "spectral_flatness": _stats(series["spectral_flatness"][voiced]),
-        "spectral_contrast_db": {
-            "mean": _floats(features.contrast.mean()),
-            "std": _floats(features.contrast.std()),
-        },
-        "mfcc": {"mean": _floats(features.mfcc.mean()), "std": _floats(features.mfcc.std())},
-        "chroma": {
-            "pitch_classes": list(PITCH_CLASSES),
-            "mean": _floats(features.chroma.mean()),
-            "tuning_semitones": round(features.tuning, 4),
-        },
-        "onset_rate_per_s": round(rhy.onsets_s.size / duration_s, 4) if duration_s else 0.0,
-        "silence_ratio": round(float(np.mean(silent)) if silent.size else 1.0, 6),
-    }
-    return {
-        "analyzer_version": ANALYZER_VERSION,
-        "profile": profile,
-        "audio": {
-            "duration_s": round(duration_s, 6),
-            "sample_rate": info.sample_rate,
-            "channels": info.channels,
-            "format": info.format,
-            "codec": info.codec,
-            "sha256": sha256,
-        },
-        "summary": summary,
-        "frames": {
-            "hop_s": params.hop_length / params.sr,
-            "names": list(SERIES),
-            "count": int(series["rms"].shape[0]),
-        },
-    }

@@ -15,11 +15,15 @@ global quantity from them exactly as the single pass (``analyze_file``) does:
 A chunk starts decoding ``overlap_s`` before its span so the resampler and the K-weighting
 filter forget that they started mid-file before the first sample the chunk owns. That is all
 the overlap is for: no estimate is made per chunk and averaged, so beat tracking needs none.
+
+The module is a little over 500 lines on purpose: the plan's frame and step grid, the chunk
+pass that cuts its samples along it, and the merge that relies on the cut tiling the file are
+one piece of arithmetic, read together; every step they share with ``analyze_file`` (decoding,
+downmix and resampling, the meter and its levels, features, the document) is imported.
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
 import math
 from dataclasses import dataclass
@@ -27,29 +31,21 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import soxr
 
-from analysis.analyze import _PROFILES, PROFILES, Analysis, Progress, _document, _Reporter
-from analysis.decode import AudioInfo, open_audio
-from analysis.errors import UnknownProfile, UnreadableAudio
+from analysis.analyze import Analysis
+from analysis.decode import AudioInfo, downmix, mono_resampler, open_audio
+from analysis.document import file_sha256, result_document
+from analysis.errors import UnreadableAudio
 from analysis.features import SERIES, FeatureExtractor, Features, Moments
 from analysis.limits import Limits
-from analysis.loudness import (
-    CLIP_THRESHOLD,
-    DB_FLOOR,
-    LOUDNESS_FLOOR_LUFS,
-    Loudness,
-    LoudnessMeter,
-    _integrated,
-    _loudness_range,
-)
+from analysis.loudness import Levels, LoudnessMeter, loudness_from_steps, step_samples
+from analysis.profiles import DEFAULT_PROFILE, get_profile
+from analysis.progress import Progress, ProgressReporter
 from analysis.rhythm import rhythm
 
 # Seconds decoded before a chunk's span: soxr's HQ filter and the K-weighting filter settle
 # within tens of milliseconds, so one second leaves their start-up far below float32 noise.
 DEFAULT_OVERLAP_S = 1.0
-# Length of a loudness step, as LoudnessMeter counts it.
-_STEP_S = 0.1
 
 
 @dataclass(frozen=True)
@@ -91,8 +87,8 @@ class ChunkPlan:
         """Frames, loudness steps and native samples chunk ``index`` owns."""
         if not 0 <= index < self.count:
             raise IndexError(f"chunk {index} of a plan with {self.count} chunks")
-        params = _PROFILES[self.profile]
-        step = _step_samples(self.sample_rate)
+        params = get_profile(self.profile)
+        step = step_samples(self.sample_rate)
         last = index == self.count - 1
 
         def frame(i: int) -> int:
@@ -215,7 +211,7 @@ class Partial:
 def plan_chunks(
     info: AudioInfo,
     *,
-    profile: str = "standard",
+    profile: str = DEFAULT_PROFILE,
     chunk_s: float,
     overlap_s: float = DEFAULT_OVERLAP_S,
 ) -> ChunkPlan:
@@ -246,8 +242,7 @@ def plan_chunks(
         When the header does not declare a length, or ``chunk_s``/``overlap_s`` are not
         positive with ``overlap_s`` below ``chunk_s``.
     """
-    if profile not in _PROFILES:
-        raise UnknownProfile(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
+    get_profile(profile)
     if info.frames is None:
         raise ValueError("the header declares no length: a file of unknown length is not split")
     if not 0 < overlap_s < chunk_s:
@@ -265,11 +260,6 @@ def plan_chunks(
         overlap_s=float(overlap_s),
         count=count,
     )
-
-
-def _step_samples(sample_rate: int) -> int:
-    # The same rounding as LoudnessMeter, so the chunks' steps are the single pass's steps.
-    return max(1, round(_STEP_S * sample_rate))
 
 
 def _preroll_frames(n_fft: int, hop_length: int) -> int:
@@ -314,9 +304,9 @@ def analyze_chunk(
         a chunk that is not the last (its header overstated its length).
     """
     span = plan.span(index)
-    params = _PROFILES[plan.profile]
+    params = get_profile(plan.profile)
     sr, hop, n_fft = params.sr, params.hop_length, params.n_fft
-    report = _Reporter(progress)
+    report = ProgressReporter(progress)
     report("decode", 0.0)
     with open_audio(path, limits=limits) as source:
         rate, channels = source.info.sample_rate, source.info.channels
@@ -345,12 +335,9 @@ def analyze_chunk(
 
         meter = LoudnessMeter(rate, channels)
         extractor = FeatureExtractor(sr, n_fft=n_fft, hop_length=hop, n_mels=params.n_mels)
-        resampler = (
-            soxr.ResampleStream(rate, sr, 1, dtype="float32", quality="HQ") if rate != sr else None
-        )
-        downmix = np.full(channels, 1.0 / channels, dtype=np.float32)
+        resample = mono_resampler(rate, sr)
         drop = a_first - res_start_a  # resampled samples before the extractor's first
-        peak, clipped, samples = 0.0, 0, 0
+        levels = Levels()  # of the native samples the chunk owns
         pos = start
         total = (own_end if own_end is not None else plan.frames) - own_first
 
@@ -376,19 +363,9 @@ def analyze_chunk(
                 hi = n if own_end is None else min(n, own_end - pos)
                 meter.add(block[lo:hi])
             if end > own_first and (own_end is None or pos < own_end):
-                owned = block[max(0, own_first - pos) : n if own_end is None else own_end - pos]
-                if owned.size:
-                    absmax = float(np.max(np.abs(owned)))
-                    peak = max(peak, absmax)
-                    if absmax >= CLIP_THRESHOLD:
-                        clipped += int(np.count_nonzero(np.abs(owned) >= CLIP_THRESHOLD))
-                    samples += owned.size
+                levels.add(block[max(0, own_first - pos) : n if own_end is None else own_end - pos])
             if not features_done and end > res_start:
-                part = block[max(0, res_start - pos) :]
-                mono = part[:, 0] if channels == 1 else part @ downmix
-                features_done = feed(
-                    resampler.resample_chunk(mono) if resampler is not None else mono
-                )
+                features_done = feed(resample(downmix(block[max(0, res_start - pos) :])))
             pos = end
             if total > 0:
                 report("decode", 0.9 * min(max(pos - own_first, 0) / total, 1.0))
@@ -400,8 +377,7 @@ def analyze_chunk(
                     f"the stream ended at {pos / rate:.1f} s, inside chunk {index} of a file "
                     f"whose header declares {plan.frames / plan.sample_rate:.1f} s"
                 )
-            if resampler is not None:
-                feed(resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True))
+            feed(resample(None))
 
     report("features", 0.9)
     features = extractor.finish()
@@ -413,7 +389,7 @@ def analyze_chunk(
         for name, values in features.series.items()
     }
     first_meter_step = meter_start // span.step
-    steps = np.asarray(meter._steps, dtype=np.float64)[span.first_step - first_meter_step :]
+    steps = meter.steps[span.first_step - first_meter_step :]
     if span.end_step is not None:
         steps = steps[: span.end_step - span.first_step]
     report("done", 1.0)
@@ -426,9 +402,9 @@ def analyze_chunk(
         chroma=features.chroma,
         tuning=features.tuning,
         steps=steps,
-        peak=peak,
-        clipped=clipped,
-        samples=samples,
+        peak=levels.peak,
+        clipped=levels.clipped,
+        samples=levels.samples,
         end_sample=a_first + extractor.n_samples,
     )
 
@@ -466,7 +442,7 @@ def merge(plan: ChunkPlan, partials: list[Partial], *, sha256: str) -> Analysis:
         if p.first_frame != expected:
             raise ValueError(f"chunk {p.index} starts at frame {p.first_frame}, not {expected}")
         expected += p.series["rms"].shape[0]
-    params = _PROFILES[plan.profile]
+    params = get_profile(plan.profile)
     series = {name: np.concatenate([p.series[name] for p in partials]) for name in SERIES}
     features = Features(
         series=series,
@@ -477,15 +453,24 @@ def merge(plan: ChunkPlan, partials: list[Partial], *, sha256: str) -> Analysis:
     )
     duration_s = partials[-1].end_sample / params.sr
     rhy = rhythm(series["onset_strength"], params.sr, hop_length=params.hop_length)
-    loudness = _loudness(
+    # The steps of consecutive spans are the whole file's steps: gated as one signal.
+    loudness = loudness_from_steps(
         np.concatenate([p.steps for p in partials]),
-        step=_step_samples(plan.sample_rate),
-        peak=max(p.peak for p in partials),
-        clipped=sum(p.clipped for p in partials),
-        samples=sum(p.samples for p in partials),
+        step=step_samples(plan.sample_rate),
+        levels=Levels(
+            peak=max(p.peak for p in partials),
+            clipped=sum(p.clipped for p in partials),
+            samples=sum(p.samples for p in partials),
+        ),
     )
-    document = _document(
-        plan.info, sha256, duration_s, plan.profile, params, features, rhy, loudness
+    document = result_document(
+        plan.info,
+        sha256=sha256,
+        duration_s=duration_s,
+        profile=plan.profile,
+        features=features,
+        rhythm=rhy,
+        loudness=loudness,
     )
     return Analysis(document=document, frames=series, hop_s=params.hop_length / params.sr)
 
@@ -493,7 +478,7 @@ def merge(plan: ChunkPlan, partials: list[Partial], *, sha256: str) -> Analysis:
 def analyze_file_chunked(
     path: str | Path,
     *,
-    profile: str = "standard",
+    profile: str = DEFAULT_PROFILE,
     chunk_s: float,
     overlap_s: float = DEFAULT_OVERLAP_S,
     limits: Limits = Limits(),  # noqa: B008 - frozen, so a shared default is safe
@@ -519,7 +504,7 @@ def analyze_file_chunked(
     with open_audio(path, limits=limits) as source:
         plan = plan_chunks(source.info, profile=profile, chunk_s=chunk_s, overlap_s=overlap_s)
     partials = [analyze_chunk(path, plan, i, limits=limits) for i in range(plan.count)]
-    return merge(plan, partials, sha256=_sha256(Path(path)))
+    return merge(plan, partials, sha256=file_sha256(path))
 
 
 def _sum_moments(parts: list[Moments]) -> Moments:
@@ -529,23 +514,3 @@ def _sum_moments(parts: list[Moments]) -> Moments:
         total.squares = total.squares + m.squares
         total.count += m.count
     return total
-
-
-def _loudness(steps: np.ndarray, *, step: int, peak: float, clipped: int, samples: int) -> Loudness:
-    # LoudnessMeter.result() on the steps of the whole file.
-    integrated = _integrated(steps, step)
-    peak_db = 20.0 * np.log10(peak) if peak > 0 else DB_FLOOR
-    return Loudness(
-        integrated_lufs=float(max(integrated, LOUDNESS_FLOOR_LUFS)),
-        loudness_range_lu=float(_loudness_range(steps, step)),
-        peak_dbfs=float(max(peak_db, DB_FLOOR)),
-        clipping_ratio=float(clipped / samples) if samples else 0.0,
-    )
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()

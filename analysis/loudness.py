@@ -29,6 +29,8 @@ DB_FLOOR = -120.0
 # |x| at or above this counts as clipped: full scale of 16-bit PCM reads back as 32767/32768,
 # and lossy codecs ring just below the rail.
 CLIP_THRESHOLD = 0.999
+# Length of a loudness step in seconds: gating blocks and short-term windows are whole steps.
+STEP_S = 0.1
 
 
 def k_weighting_sos(sr: float) -> np.ndarray:
@@ -67,54 +69,116 @@ class Loudness:
     clipping_ratio: float
 
 
+def step_samples(sr: int) -> int:
+    """Native samples in one loudness step (``STEP_S`` at ``sr``), as ``LoudnessMeter`` counts."""
+    return max(1, round(STEP_S * sr))
+
+
+@dataclass
+class Levels:
+    """Running sample peak and clipped-sample count of PCM blocks (all channels).
+
+    Attributes
+    ----------
+    peak : float
+        Largest absolute sample value seen.
+    clipped : int
+        Samples (times channels) with ``|x| >= CLIP_THRESHOLD``.
+    samples : int
+        All samples (times channels) seen.
+    """
+
+    peak: float = 0.0
+    clipped: int = 0
+    samples: int = 0
+
+    def add(self, block: np.ndarray) -> None:
+        """Count one block of PCM, shape (n, channels), float in [-1, 1]."""
+        if block.size == 0:
+            return
+        absmax = max(float(block.max()), -float(block.min()))
+        self.peak = max(self.peak, absmax)
+        if absmax >= CLIP_THRESHOLD:
+            self.clipped += int(np.count_nonzero(np.abs(block) >= CLIP_THRESHOLD))
+        self.samples += block.size
+
+
+def loudness_from_steps(steps: np.ndarray, *, step: int, levels: Levels) -> Loudness:
+    """The ``Loudness`` of a whole signal from its step energies and levels.
+
+    Parameters
+    ----------
+    steps : np.ndarray [shape=(n_steps,)], float64
+        K-weighted energy (summed over channels) of each consecutive step of ``step``
+        samples, from the signal's start: ``LoudnessMeter.steps``, or the concatenation of
+        the steps of consecutive spans.
+    step : int
+        Samples per step (``step_samples(sr)``).
+    levels : Levels
+        Peak and clipping over the same signal.
+
+    Returns
+    -------
+    Loudness
+        Integrated loudness floored at ``LOUDNESS_FLOOR_LUFS``, peak at ``DB_FLOOR``.
+    """
+    integrated = integrated_loudness(steps, step)
+    lra = loudness_range(steps, step)
+    peak = 20.0 * np.log10(levels.peak) if levels.peak > 0 else DB_FLOOR
+    return Loudness(
+        integrated_lufs=float(max(integrated, LOUDNESS_FLOOR_LUFS)),
+        loudness_range_lu=float(lra),
+        peak_dbfs=float(max(peak, DB_FLOOR)),
+        clipping_ratio=float(levels.clipped / levels.samples) if levels.samples else 0.0,
+    )
+
+
 class LoudnessMeter:
     """Streaming BS.1770 meter: ``add`` native-rate blocks, then ``result()``.
 
     All channels weigh 1.0 (BS.1770 gives surround channels 1.41, which needs a layout we do
     not reliably get from every container); stereo and mono are exact.
+
+    Attributes
+    ----------
+    step : int
+        Native samples per loudness step (``step_samples(sr)``).
+    levels : Levels
+        Peak and clipping of every block added.
     """
 
     def __init__(self, sr: int, channels: int) -> None:
         self.sr = sr
         self.channels = channels
+        self.step = step_samples(sr)
+        self.levels = Levels()
         self._sos = k_weighting_sos(sr)
         self._zi = np.zeros((self._sos.shape[0], 2, channels))
-        self._step = max(1, round(0.1 * sr))
         # The step being filled: its energy so far and how many samples it has.
         self._partial = np.zeros(2)
         self._steps: list[float] = []
-        self._peak = 0.0
-        self._clipped = 0
-        self._samples = 0
+
+    @property
+    def steps(self) -> np.ndarray:
+        """K-weighted energy of each step completed so far, float64 [shape=(n_steps,)]."""
+        return np.asarray(self._steps, dtype=np.float64)
 
     def add(self, block: np.ndarray) -> None:
         """Feed one block of PCM, shape (n, channels), float in [-1, 1]."""
         if block.size == 0:
             return
-        absmax = max(float(block.max()), -float(block.min()))
-        self._peak = max(self._peak, absmax)
-        if absmax >= CLIP_THRESHOLD:
-            self._clipped += int(np.count_nonzero(np.abs(block) >= CLIP_THRESHOLD))
-        self._samples += block.size
-        steps = np.empty(block.shape[0] // self._step + 1)
-        done = _k_weighted_steps(block, self._sos, self._zi, self._step, self._partial, steps)
+        self.levels.add(block)
+        steps = np.empty(block.shape[0] // self.step + 1)
+        done = _k_weighted_steps(block, self._sos, self._zi, self.step, self._partial, steps)
         self._steps.extend(steps[:done].tolist())
 
     def result(self) -> Loudness:
-        steps = np.asarray(self._steps)
-        integrated = _integrated(steps, self._step)
-        lra = _loudness_range(steps, self._step)
-        peak = 20.0 * np.log10(self._peak) if self._peak > 0 else DB_FLOOR
-        return Loudness(
-            integrated_lufs=float(max(integrated, LOUDNESS_FLOOR_LUFS)),
-            loudness_range_lu=float(lra),
-            peak_dbfs=float(max(peak, DB_FLOOR)),
-            clipping_ratio=float(self._clipped / self._samples) if self._samples else 0.0,
-        )
+        """The loudness of everything added so far."""
+        return loudness_from_steps(self.steps, step=self.step, levels=self.levels)
 
 
 def _block_loudness(steps: np.ndarray, step: int, n_steps: int) -> np.ndarray:
-    """Loudness of windows of ``n_steps`` 100 ms steps, hopping by one step."""
+    """Loudness of windows of ``n_steps`` steps, hopping by one step."""
     if steps.size < n_steps:
         return np.zeros(0)
     sums = np.convolve(steps, np.ones(n_steps), mode="valid")
@@ -123,7 +187,16 @@ def _block_loudness(steps: np.ndarray, step: int, n_steps: int) -> np.ndarray:
         return -0.691 + 10.0 * np.log10(mean_square)
 
 
-def _integrated(steps: np.ndarray, step: int) -> float:
+def integrated_loudness(steps: np.ndarray, step: int) -> float:
+    """BS.1770 gated integrated loudness (LUFS) from step energies; ``-inf`` when all is gated.
+
+    Parameters
+    ----------
+    steps : np.ndarray [shape=(n_steps,)]
+        K-weighted energy of each 100 ms step, summed over channels.
+    step : int
+        Samples per step: 400 ms blocks are four steps, overlapping by three.
+    """
     blocks = _block_loudness(steps, step, 4)
     blocks = blocks[blocks > ABSOLUTE_GATE_LUFS]
     if blocks.size == 0:
@@ -134,8 +207,12 @@ def _integrated(steps: np.ndarray, step: int) -> float:
     return float(-0.691 + 10.0 * np.log10(gated.mean()))
 
 
-def _loudness_range(steps: np.ndarray, step: int) -> float:
-    # EBU Tech 3342: 3 s short-term windows, absolute gate, -20 LU relative gate, 10th..95th %.
+def loudness_range(steps: np.ndarray, step: int) -> float:
+    """EBU Tech 3342 loudness range (LU) from step energies; 0 when all is gated.
+
+    3 s short-term windows (30 steps), absolute gate, -20 LU relative gate, the spread from
+    the 10th to the 95th percentile. Parameters as ``integrated_loudness``.
+    """
     short = _block_loudness(steps, step, 30)
     short = short[short > ABSOLUTE_GATE_LUFS]
     if short.size == 0:

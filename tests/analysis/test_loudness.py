@@ -73,7 +73,7 @@ def test_k_weighted_steps_equal_scipy_sosfilt(rng: np.random.Generator, channels
     energy = (filtered**2).sum(axis=1)
     step = round(0.1 * sr)
     expected = energy[: energy.size // step * step].reshape(-1, step).sum(axis=1)
-    np.testing.assert_allclose(meter._steps, expected, rtol=1e-12)
+    np.testing.assert_allclose(meter.steps, expected, rtol=1e-12)
 
 
 def test_every_channel_counts_once():

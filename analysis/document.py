@@ -1,0 +1,138 @@
+"""The result document: the JSON a job returns, built from the pieces of an analysis.
+
+Both pipelines end here (``analyze_file`` and the chunked ``merge``), so a file gets the same
+document whichever way it was analysed. Its fields are described in docs/result.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from analysis.decode import AudioInfo
+from analysis.features import SERIES, SILENCE_THRESHOLD_DB, Features
+from analysis.loudness import DB_FLOOR, Loudness
+from analysis.profiles import get_profile
+from analysis.rhythm import Rhythm
+from analysis.tonal import PITCH_CLASSES, estimate_key
+from analysis.version import ANALYZER_VERSION
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file's bytes (the document's ``audio.sha256``), read 1 MiB at a time."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def result_document(
+    info: AudioInfo,
+    *,
+    sha256: str,
+    duration_s: float,
+    profile: str,
+    features: Features,
+    rhythm: Rhythm,
+    loudness: Loudness,
+) -> dict[str, Any]:
+    """The JSON-serialisable result document of one analysed file.
+
+    Parameters
+    ----------
+    info : AudioInfo
+        What the file's header said (rate, channels, format, codec).
+    sha256 : str
+        Hex SHA-256 of the file (``file_sha256``).
+    duration_s : float
+        Seconds of the analysis signal.
+    profile : str
+        The profile the features were computed with (one of ``PROFILES``).
+    features : Features
+        Frame series and moments of the whole file.
+    rhythm : Rhythm
+        Tempo, beats and onsets estimated on ``features.series["onset_strength"]``.
+    loudness : Loudness
+        Loudness and levels of the whole file.
+
+    Returns
+    -------
+    dict
+        Every float finite and rounded as docs/result.md states.
+    """
+    params = get_profile(profile)
+    series = features.series
+    rms = series["rms"].astype(np.float64)
+    with np.errstate(divide="ignore"):
+        rms_db = np.maximum(20.0 * np.log10(rms), DB_FLOOR)
+    silent = rms_db < SILENCE_THRESHOLD_DB
+    voiced = ~silent
+    key = estimate_key(features.chroma.mean())
+    summary: dict[str, Any] = {
+        "tempo": {"bpm": round(rhythm.bpm, 3), "confidence": round(rhythm.confidence, 4)},
+        "beats_s": _floats(rhythm.beats_s, 4),
+        "key": {"tonic": key.tonic, "mode": key.mode, "confidence": round(key.confidence, 4)},
+        "loudness": {
+            "integrated_lufs": round(loudness.integrated_lufs, 3),
+            "loudness_range_lu": round(loudness.loudness_range_lu, 3),
+            "peak_dbfs": round(loudness.peak_dbfs, 3),
+            "clipping_ratio": round(loudness.clipping_ratio, 8),
+            "rms_mean_db": round(_finite(np.mean(rms_db)), 3),
+        },
+        "rms": _stats(rms),
+        "zero_crossing_rate": _stats(series["zero_crossing_rate"]),
+        "spectral_centroid_hz": _stats(series["spectral_centroid_hz"][voiced]),
+        "spectral_bandwidth_hz": _stats(series["spectral_bandwidth_hz"][voiced]),
+        "spectral_rolloff_hz": _stats(series["spectral_rolloff_hz"][voiced]),
+        "spectral_flatness": _stats(series["spectral_flatness"][voiced]),
+        "spectral_contrast_db": {
+            "mean": _floats(features.contrast.mean()),
+            "std": _floats(features.contrast.std()),
+        },
+        "mfcc": {"mean": _floats(features.mfcc.mean()), "std": _floats(features.mfcc.std())},
+        "chroma": {
+            "pitch_classes": list(PITCH_CLASSES),
+            "mean": _floats(features.chroma.mean()),
+            "tuning_semitones": round(features.tuning, 4),
+        },
+        "onset_rate_per_s": round(rhythm.onsets_s.size / duration_s, 4) if duration_s else 0.0,
+        "silence_ratio": round(float(np.mean(silent)) if silent.size else 1.0, 6),
+    }
+    return {
+        "analyzer_version": ANALYZER_VERSION,
+        "profile": profile,
+        "audio": {
+            "duration_s": round(duration_s, 6),
+            "sample_rate": info.sample_rate,
+            "channels": info.channels,
+            "format": info.format,
+            "codec": info.codec,
+            "sha256": sha256,
+        },
+        "summary": summary,
+        "frames": {
+            "hop_s": params.hop_length / params.sr,
+            "names": list(SERIES),
+            "count": int(series["rms"].shape[0]),
+        },
+    }
+
+
+def _stats(x: np.ndarray) -> dict[str, float]:
+    if x.size == 0:
+        return {"mean": 0.0, "std": 0.0}
+    return {"mean": round(_finite(np.mean(x)), 6), "std": round(_finite(np.std(x)), 6)}
+
+
+def _finite(value: Any) -> float:
+    v = float(value)
+    return v if math.isfinite(v) else 0.0
+
+
+def _floats(values: np.ndarray, digits: int = 6) -> list[float]:
+    return [round(_finite(v), digits) for v in values]
