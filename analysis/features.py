@@ -13,10 +13,18 @@ import functools
 from dataclasses import dataclass, field
 
 import librosa
-import numba
 import numpy as np
 import scipy.fft
 import scipy.sparse
+
+from analysis.spectral import (
+    contrast_bands,
+    contrast_extremes,
+    magnitude32,
+    power_to_db,
+    spectral_shape,
+)
+from analysis.tonal import estimate_tuning
 
 # Frames per STFT chunk: ~47 s at hop 512 and 22050 Hz. Spectral contrast's dB floor is
 # relative to the chunk's loudest frame, as if spectral_contrast were called per chunk.
@@ -39,10 +47,6 @@ SERIES = (
 SILENCE_THRESHOLD_DB = -60.0
 # Frames (from the first chunk's non-silent ones) the tuning estimate looks at: ~12 s.
 TUNING_FRAMES = 512
-# librosa.piptrack's defaults, as estimate_tuning calls it.
-_TUNING_FMIN = 150.0
-_TUNING_FMAX = 4000.0
-_TUNING_THRESHOLD = 0.1
 # Log-mel values are floored this far below the log-mel peak of a full-scale sine (librosa's
 # top_db, but absolute, so that chunks agree): without it the dB of near-empty bands is
 # rounding noise, and the onset envelope of a steady tone would be too.
@@ -53,11 +57,6 @@ _MIN_POWER = 1e-10
 # float32 x < this exactly when float64(x) < -1e-10: librosa's zero-crossing test, which
 # treats |x| <= 1e-10 as zero, without converting the signal to float64.
 _NEGATIVE_BELOW = np.nextafter(np.float32(-1e-10), np.float32(0.0))
-# librosa.feature.spectral_contrast's defaults.
-CONTRAST_FMIN = 200.0
-CONTRAST_BANDS = 6
-CONTRAST_QUANTILE = 0.02
-ROLL_PERCENT = 0.85
 
 
 @dataclass
@@ -231,7 +230,7 @@ class FeatureExtractor:
             self._spectral_block(S, voiced[b0:b1], valley[b0:b1], peak[b0:b1])
         # power_to_db's top_db is relative to the largest value of the chunk, as when
         # spectral_contrast is called on it.
-        self._contrast.add((_power_to_db(peak) - _power_to_db(valley))[voiced].T)
+        self._contrast.add((power_to_db(peak) - power_to_db(valley))[voiced].T)
 
         # Drop the samples no later frame needs.
         keep_from = f1 * hop - n_fft // 2 - self._buf_start
@@ -254,7 +253,7 @@ class FeatureExtractor:
         # and faulted in by the kernel on every call, which tripled the cost of this step.
         windowed = np.multiply(frames, self._window, out=self._windowed[:m])
         spectrum = np.fft.rfft(windowed, axis=1, out=self._spectrum[:m])
-        return _magnitude32(spectrum)
+        return magnitude32(spectrum)
 
     def _find_tuning(self, frames: np.ndarray, *, last: bool) -> dict[int, np.ndarray]:
         """Estimate tuning from the first ``TUNING_FRAMES`` frames with sound in ``frames``.
@@ -276,7 +275,7 @@ class FeatureExtractor:
         if count == 0 and not last:
             return done
         S = np.concatenate(found) if found else np.zeros((0, self._freqs.size), np.float32)
-        self._tuning = _estimate_tuning(S.T, self.sr, self.n_fft)
+        self._tuning = estimate_tuning(S.T, self.sr, self.n_fft)
         # float32 like the spectrum: a float64 basis would upcast every chunk.
         self._chroma_T = np.ascontiguousarray(
             _chroma_basis(self.sr, self.n_fft, self._tuning).T, dtype=np.float32
@@ -295,9 +294,9 @@ class FeatureExtractor:
         """
         power = S * S
         np.greater(power.sum(axis=1), _MIN_POWER, out=voiced)
-        for name, values in _spectral_shape(S, power, self._freqs, self._moments).items():
+        for name, values in spectral_shape(S, power, self._freqs, self._moments).items():
             self._parts[name].append(np.where(voiced, values, 0.0))
-        _contrast_extremes(S, self._contrast_bands, valley, peak)
+        contrast_extremes(S, self._contrast_bands, valley, peak)
 
         # power_to_db(ref=1, amin=1e-10, top_db=None), written out to skip its input checks.
         mel = power @ self._mel_T
@@ -346,7 +345,7 @@ def _bases(sr: int, n_fft: int, n_mels: int, n_mfcc: int) -> _Bases:
         # A mel filter covers a few adjacent bins: ~2 nonzeros per bin instead of n_mels, so
         # the sparse product is ~60x fewer multiply-adds than the dense one.
         mel_T=scipy.sparse.csr_array(mel_basis.T.astype(np.float32)),
-        contrast_bands=_contrast_bands(freqs, sr),
+        contrast_bands=contrast_bands(freqs, sr),
         # The first n_mfcc rows of the orthonormal DCT-II as an (n_mels, n_mfcc) matrix: one
         # small product instead of a full-length scipy.fft.dct per block (~15x faster).
         dct=np.ascontiguousarray(
@@ -439,192 +438,9 @@ def _frame_sums(per_hop: np.ndarray, hops: int) -> np.ndarray:
     return out
 
 
-def _spectral_shape(
-    S: np.ndarray, power: np.ndarray, freqs: np.ndarray, moments: np.ndarray
-) -> dict[str, np.ndarray]:
-    """Centroid, bandwidth, 85% roll-off (Hz) and flatness of each frame of ``S``.
-
-    librosa's definitions (``spectral_centroid``, ``spectral_bandwidth(p=2)``,
-    ``spectral_rolloff(roll_percent=0.85)``, ``spectral_flatness``) with the magnitude
-    normalised once instead of once per feature. ``S`` and ``power`` are (frames, bins);
-    ``moments`` is (bins, 3): ones, frequencies and their squares.
-    """
-    sums = S @ moments
-    total = sums[:, 0]
-    safe = np.where(total > 0, total, 1.0)
-    centroid = sums[:, 1] / safe
-    # Var = E[f^2] - E[f]^2: the moments come from one matrix product.
-    spread = sums[:, 2] / safe - centroid * centroid
-    floored = np.maximum(power, 1e-10)
-    arithmetic = floored.mean(axis=1)
-    geometric = np.exp(np.log(floored, out=floored).mean(axis=1))
-    return {
-        "spectral_centroid_hz": centroid,
-        "spectral_bandwidth_hz": np.sqrt(np.maximum(spread, 0.0)),
-        "spectral_rolloff_hz": freqs[_rolloff_bins(S, np.float32(ROLL_PERCENT))],
-        "spectral_flatness": geometric / arithmetic,
-    }
-
-
-@numba.njit(cache=True, nogil=True)
-def _rolloff_bins(S: np.ndarray, roll_percent: np.float32) -> np.ndarray:
-    """First bin of each frame (row of ``S``) where the running magnitude sum reaches
-    ``roll_percent`` of the total.
-
-    librosa takes ``np.cumsum`` over bins in float32; these are the same float32 additions
-    in the same order, so the chosen bin is identical even where rounding decides, without
-    the (frames, bins) cumulative array. Four frames share a pass: their sums are independent
-    chains of additions, which the CPU overlaps.
-    """
-    n, bins = S.shape
-    out = np.zeros(n, dtype=np.int64)
-    for f in range(0, n - n % 4, 4):
-        t0 = t1 = t2 = t3 = np.float32(0.0)
-        for k in range(bins):
-            t0 += S[f, k]
-            t1 += S[f + 1, k]
-            t2 += S[f + 2, k]
-            t3 += S[f + 3, k]
-        _first_reaching(S, f, roll_percent * t0, out)
-        _first_reaching(S, f + 1, roll_percent * t1, out)
-        _first_reaching(S, f + 2, roll_percent * t2, out)
-        _first_reaching(S, f + 3, roll_percent * t3, out)
-    for f in range(n - n % 4, n):
-        total = np.float32(0.0)
-        for k in range(bins):
-            total += S[f, k]
-        _first_reaching(S, f, roll_percent * total, out)
-    return out
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _first_reaching(S: np.ndarray, f: int, threshold: np.float32, out: np.ndarray) -> None:
-    running = np.float32(0.0)
-    for k in range(S.shape[1]):
-        running += S[f, k]
-        if running >= threshold:
-            out[f] = k
-            return
-
-
-@numba.njit(cache=True, nogil=True)
-def _magnitude32(spectrum: np.ndarray) -> np.ndarray:
-    """|spectrum| in float32: sqrt(re^2 + im^2) in float64, rounded once.
-
-    numpy's complex abs is hypot, guarded against overflow that a spectrum of audio cannot
-    reach, and 3x slower; rounded to float32 the two agree (no difference in 262k values of
-    spectra spanning 10 decades).
-    """
-    frames, bins = spectrum.shape
-    out = np.empty((frames, bins), np.float32)
-    for i in range(frames):
-        for k in range(bins):
-            z = spectrum[i, k]
-            out[i, k] = np.sqrt(z.real * z.real + z.imag * z.imag)
-    return out
-
-
-def _contrast_bands(freqs: np.ndarray, sr: int) -> list[tuple[int, int, int]]:
-    """``(first bin, end bin, quantile count)`` of each band of ``spectral_contrast``.
-
-    librosa's band edges, overlaps and per-band counts, worked out once instead of per call.
-    """
-    octaves = np.zeros(CONTRAST_BANDS + 2)
-    octaves[1:] = CONTRAST_FMIN * (2.0 ** np.arange(CONTRAST_BANDS + 1))
-    bands = []
-    for k in range(CONTRAST_BANDS + 1):
-        current = (freqs >= octaves[k]) & (freqs <= octaves[k + 1])
-        idx = np.flatnonzero(current)
-        if k > 0:
-            current[idx[0] - 1] = True
-        if k == CONTRAST_BANDS:
-            current[idx[-1] + 1 :] = True
-        selected = np.flatnonzero(current)
-        if k < CONTRAST_BANDS:
-            selected = selected[:-1]
-        count = max(int(np.rint(CONTRAST_QUANTILE * np.sum(current))), 1)
-        bands.append((int(selected[0]), int(selected[-1]) + 1, count))
-    return bands
-
-
-def _contrast_extremes(
-    S: np.ndarray, bands: list[tuple[int, int, int]], valley: np.ndarray, peak: np.ndarray
-) -> None:
-    """Valleys and peaks of ``librosa.feature.spectral_contrast`` of (frames, bins) ``S``.
-
-    Each band's valley and peak are the means of its ``count`` smallest and largest
-    magnitudes: a min/max where ``count`` is 1, a sort of the band's contiguous rows
-    otherwise (librosa sorts along the strided bin axis, several times slower). Written to
-    the (frames, bands) ``valley`` and ``peak``; the contrast is their ratio in dB.
-    """
-    for k, (lo, hi, count) in enumerate(bands):
-        band = S[:, lo:hi]
-        if count == 1:
-            valley[:, k] = band.min(axis=1)
-            peak[:, k] = band.max(axis=1)
-        else:
-            ordered = np.sort(band, axis=1)
-            valley[:, k] = ordered[:, :count].mean(axis=1)
-            peak[:, k] = ordered[:, -count:].mean(axis=1)
-
-
-def _power_to_db(x: np.ndarray, top_db: float = 80.0) -> np.ndarray:
-    """``librosa.power_to_db(x)`` with its defaults: ref 1, amin 1e-10, top_db 80."""
-    db = 10.0 * np.log10(np.maximum(x, 1e-10))
-    return np.maximum(db, db.max() - top_db) if db.size else db
-
-
 def _full_scale_mel_db(mel_basis: np.ndarray, sr: int, n_fft: int) -> float:
     """Peak log-mel power (dB) of a full-scale 1 kHz sine, the reference for MEL_RANGE_DB."""
     t = np.arange(n_fft) / sr
     frame = np.hanning(n_fft + 1)[:-1] * np.sin(2 * np.pi * 1000.0 * t)
     power = np.abs(np.fft.rfft(frame)) ** 2
     return float(librosa.power_to_db(np.max(mel_basis @ power), top_db=None))
-
-
-def _estimate_tuning(S: np.ndarray, sr: int, n_fft: int) -> float:
-    """``librosa.estimate_tuning(S=S, sr=sr, n_fft=n_fft)`` of a (bins, frames) magnitude.
-
-    The same numbers (piptrack's defaults: peaks between 150 and 4000 Hz that rise above a
-    tenth of their frame's maximum, parabolic interpolation, magnitudes above the median,
-    then ``pitch_tuning``), computed only on the bins piptrack's frequency mask keeps: a
-    quarter of the spectrum, and without its per-bin numba stencils, ~4x faster. The
-    arithmetic follows librosa's dtypes (float32 spectrum, float64 interpolation) so that the
-    pitches, and so the histogram bin that wins, are the same.
-    """
-    if S.shape[1] == 0 or not np.any(S > 0):
-        return 0.0
-    freqs = librosa.fft_frequencies(sr=sr, n_fft=n_fft)
-    kept = np.flatnonzero((freqs >= _TUNING_FMIN) & (freqs < min(_TUNING_FMAX, sr / 2.0)))
-    if kept.size == 0:
-        return 0.0
-    lo, hi = int(kept[0]), int(kept[-1]) + 1
-    # Bins lo-1 .. hi: each kept bin with both neighbours (lo >= 1 since fmin > 0, and hi is
-    # at most the Nyquist bin since the mask stops below it).
-    x = S[lo - 1 : hi + 1]
-    ref = np.float32(_TUNING_THRESHOLD) * S.max(axis=0)
-    z = x * (x > ref)
-    centre, below, above = x[1:-1], x[:-2], x[2:]
-    peaks = (z[1:-1] > z[:-2]) & (z[1:-1] >= z[2:])
-    # librosa's stencil: a in float64 from a float32 sum, b a float32 difference halved in
-    # float64, the shift stored as float32.
-    a = (above + below).astype(np.float64) - 2 * centre.astype(np.float64)
-    b = (above - below).astype(np.float64) / 2
-    with np.errstate(divide="ignore", invalid="ignore"):
-        shift = np.where(np.abs(b) >= np.abs(a), 0.0, -b / a).astype(np.float32)
-    # np.gradient inside the spectrum: central differences in float32.
-    dskew = np.float32(0.5) * ((above - below) / np.float32(2.0)) * shift
-    rows, cols = np.nonzero(peaks)
-    pitch = ((rows + lo + shift[rows, cols].astype(np.float64)) * float(sr) / n_fft).astype(
-        np.float32
-    )
-    mag = centre[rows, cols] + dskew[rows, cols]
-    voiced = pitch > 0
-    if not np.any(voiced):
-        return 0.0
-    threshold = np.median(mag[voiced])
-    chosen = pitch[(mag >= threshold) & voiced]
-    if not np.any(chosen > 0):
-        return 0.0
-    tuning = float(librosa.pitch_tuning(chosen))
-    return tuning if np.isfinite(tuning) else 0.0

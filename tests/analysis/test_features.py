@@ -6,7 +6,8 @@ import librosa
 import numpy as np
 import pytest
 
-from analysis.features import FeatureExtractor, _estimate_tuning, spectral_features
+from analysis.features import FeatureExtractor, spectral_features
+from analysis.tonal import estimate_tuning
 
 
 @pytest.fixture
@@ -76,7 +77,7 @@ def test_tuning_estimate_is_librosas(rng: np.random.Generator, semitones: float)
     hz = 440.0 * 2 ** ((np.array([-9, -5, -2]) + semitones) / 12)
     y = np.sin(2 * np.pi * np.outer(t, hz)).sum(axis=1) / 4 + 0.01 * rng.standard_normal(t.size)
     S = np.abs(librosa.stft(y.astype(np.float32)))
-    ours = _estimate_tuning(S, sr, 2048)
+    ours = estimate_tuning(S, sr, 2048)
     assert ours == float(librosa.estimate_tuning(S=S, sr=sr, n_fft=2048))
     # librosa's estimate itself is this close at n_fft 2048 (bins ~11 Hz apart).
     assert ours == pytest.approx(semitones, abs=0.05)
