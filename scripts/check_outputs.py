@@ -224,6 +224,7 @@ def first(candidates: tuple[str, ...], attr: str) -> Any:
             errors.append(f"{name}: {exc}")
             continue
         if hasattr(module, attr):
+            log(f"  {attr}: {name}")
             return getattr(module, attr)
         errors.append(f"{name}: no {attr}")
     raise CheckError(f"cannot find {attr}: " + "; ".join(errors))
@@ -365,35 +366,38 @@ def npz_masked(data: bytes) -> bytes:
     return bytes(out)
 
 
-def first_json_difference(a: Any, b: Any, path: str = "$") -> str:
+def json_differences(a: Any, b: Any, path: str = "$") -> Iterator[str]:
+    """Every differing value (or key set, or list length) between two parsed documents."""
     if type(a) is not type(b):
-        return f"{path}: {type(a).__name__} vs {type(b).__name__}"
-    if isinstance(a, dict):
-        for key in list(dict.fromkeys([*a, *b])):
+        yield f"{path}: {a!r:.60} ({type(a).__name__}) vs {b!r:.60} ({type(b).__name__})"
+    elif isinstance(a, dict):
+        for key in dict.fromkeys([*a, *b]):
             if key not in a or key not in b:
-                return f"{path}.{key}: only on one side"
-            if a[key] != b[key] or type(a[key]) is not type(b[key]):
-                return first_json_difference(a[key], b[key], f"{path}.{key}")
-        if list(a) != list(b):
-            return f"{path}: same keys in another order"
-        return f"{path}: equal as JSON, bytes differ (formatting)"
-    if isinstance(a, list):
+                yield f"{path}.{key}: only in {'A' if key in a else 'B'}"
+            else:
+                yield from json_differences(a[key], b[key], f"{path}.{key}")
+        if set(a) == set(b) and list(a) != list(b):
+            yield f"{path}: the same keys in another order"
+    elif isinstance(a, list):
         if len(a) != len(b):
-            return f"{path}: {len(a)} vs {len(b)} items"
-        for i, (x, y) in enumerate(zip(a, b, strict=True)):
-            if x != y or type(x) is not type(y):
-                return first_json_difference(x, y, f"{path}[{i}]")
-        return f"{path}: equal as JSON, bytes differ (formatting)"
-    return f"{path}: {a!r} vs {b!r}"
+            yield f"{path}: {len(a)} vs {len(b)} items"
+        for i, (x, y) in enumerate(zip(a, b, strict=False)):
+            yield from json_differences(x, y, f"{path}[{i}]")
+    elif a != b:
+        yield f"{path}: {a!r} vs {b!r}"
 
 
 def where(artifact: str, a: bytes, b: bytes) -> str:
     """Where two different files first differ."""
     if artifact.endswith(".json"):
         try:
-            return first_json_difference(json.loads(a), json.loads(b))
+            found = list(json_differences(json.loads(a), json.loads(b)))
         except ValueError as exc:
             return f"not JSON on one side: {exc}"
+        if not found:
+            return "equal as JSON; the bytes differ (formatting or escaping)"
+        more = f" (and {len(found) - 1} more differing values)" if len(found) > 1 else ""
+        return found[0] + more
     if artifact.endswith(".csv"):
         la, lb = a.decode().splitlines(), b.decode().splitlines()
         for i, (x, y) in enumerate(zip(la, lb, strict=False), start=1):
