@@ -1,6 +1,7 @@
 """The batch client's own logic: discovery, manifest, summary rows, idempotency keys, backoff.
 
-Everything that talks HTTP is tested against the real service in tests/integration/test_submit.py.
+Everything that talks HTTP is tested against the real service in tests/integration/test_submit.py
+and tests/earshot/test_client.py.
 """
 
 from __future__ import annotations
@@ -17,21 +18,13 @@ from typing import Any
 import httpx
 import pytest
 
-from earshot.submit import (
-    Manifest,
-    UsageError,
-    backoff_delay,
-    build_summary,
-    check_api_url,
-    discover,
-    flatten,
-    idempotency_key,
-    parse_formats,
-    parse_retry_after,
-    result_url,
-    summary_row,
-    write_summary,
-)
+from earshot.batch.discover import discover
+from earshot.batch.manifest import Manifest
+from earshot.batch.summary import build_summary, flatten, summary_row, write_summary
+from earshot.client import UsageError, result_url
+from earshot.client.files import idempotency_key
+from earshot.client.http import backoff_delay, parse_retry_after
+from earshot.submit_cmd import check_api_url, parse_formats
 
 
 def touch(path: Path, data: bytes = b"x") -> Path:
@@ -222,7 +215,7 @@ def test_summary_csv_has_one_row_per_file_and_the_union_of_columns(tmp_path: Pat
 def test_the_client_starts_without_importing_the_analysis_stack() -> None:
     # A fresh interpreter: this test process may have imported numpy for other tests.
     code = (
-        "import sys, earshot.cli, earshot.submit; "
+        "import sys, earshot.cli, earshot.submit_cmd, earshot.client; "
         "heavy = {'numpy', 'librosa', 'scipy', 'celery', 'sqlalchemy'} & set(sys.modules); "
         "print(sorted(heavy))"
     )
