@@ -163,3 +163,24 @@ def test_chunk_past_the_real_end_is_unreadable(long_file: Path) -> None:
     plan = plan_chunks(lying, chunk_s=CHUNK_S)
     with pytest.raises(UnreadableAudio, match="ended"):
         analyze_chunk(long_file, plan, 3)  # 150..200 s of a 180 s file
+
+
+def test_clipped_samples_at_the_seams_count_once(tmp_path: Path) -> None:
+    # 30 s of quiet stereo in chunks of 10 s: clipped samples on both sides of each seam and
+    # inside the 1 s a chunk decodes before its span, where a chunk must not count them again.
+    sr = 44100
+    y = np.tile(0.3 * np.sin(2 * np.pi * 220.0 * np.arange(30 * sr) / sr), (2, 1)).T
+    y = y.astype(np.float32)
+    clipped = []
+    for seam_s in (10.0, 20.0):
+        seam = int(seam_s * sr)
+        clipped += [seam - 1, seam, seam + 1, seam - sr // 2, seam - sr + 3, seam + sr // 2]
+    clipped += [0, y.shape[0] - 1]
+    for i, n in enumerate(clipped):
+        y[n, i % 2] = 1.0 if i % 3 else -1.0
+    path = tmp_path / "rails.wav"
+    sf.write(path, y, sr, subtype="FLOAT")
+    chunked = analyze_file_chunked(path, chunk_s=10.0, overlap_s=1.0)
+    loudness = chunked.document["summary"]["loudness"]
+    assert loudness["clipping_ratio"] == round(len(clipped) / y.size, 8)
+    assert loudness["peak_dbfs"] == 0.0

@@ -83,3 +83,25 @@ def test_every_channel_counts_once():
     # Channel powers add: 1 + 1/4 + 1/16 of the one-channel -3.01 LUFS.
     expected = -3.01 + 10 * np.log10(1.3125)
     assert _measure(y, sr).integrated_lufs == pytest.approx(expected, abs=0.02)
+
+
+def test_levels_count_every_clipped_sample_once_across_blocks():
+    # 0.5-amplitude stereo with 7 + 3 samples at or beyond the 0.999 rail and 2 just below it.
+    y = sine(440.0, 0.1, 48000)
+    y = np.stack([y, y], axis=1).astype(np.float32)
+    rails = [(10, 0, 1.0), (127, 0, 1.0), (128, 0, 1.0), (129, 1, 1.0), (2000, 0, 0.999)]
+    rails += [(2001, 1, 0.9995), (4000, 0, 1.0), (4001, 1, -1.0), (4002, 0, -0.9995)]
+    rails += [(4700, 1, -1.0), (100, 0, 0.9989), (101, 1, -0.9989)]
+    for i, c, v in rails:
+        y[i, c] = v
+    expected_clipped = sum(abs(np.float32(v)) >= 0.999 for _, _, v in rails)
+    assert expected_clipped == 10
+    meter = LoudnessMeter(48000, 2)
+    for i in range(0, y.shape[0], 128):  # a block edge between the samples 127 and 128
+        meter.add(y[i : i + 128])
+    assert meter.levels.peak == 1.0
+    assert meter.levels.clipped == expected_clipped
+    assert meter.levels.samples == y.size
+    result = meter.result()
+    assert result.clipping_ratio == pytest.approx(10 / y.size)
+    assert result.peak_dbfs == 0.0
