@@ -14,7 +14,7 @@ PYTHON ?= $(shell \
     "$$p" -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null && { echo "$$p"; exit 0; }; \
   done)
 
-.PHONY: install run test lint format bench samples clean check-outputs
+.PHONY: install run test lint format bench eval samples clean check-outputs
 
 install: $(STAMP)
 
@@ -48,6 +48,12 @@ bench: $(STAMP)
 	$(BIN)/python scripts/bench.py $(BENCH_ARGS)
 	$(BIN)/python scripts/bench_service.py $(BENCH_ARGS)
 	$(BIN)/python scripts/bench_chunks.py $(BENCH_ARGS)
+
+# Key and tempo accuracy on .eval/ (built on first use by scripts/make_eval_set.py), side by side
+# with Essentia and a tutorial librosa pipeline; the table goes into docs/accuracy.md.
+eval: $(STAMP)
+	$(BIN)/python -c 'import music21, essentia' 2>/dev/null || $(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[eval]'
+	$(BIN)/python scripts/eval_accuracy.py $(EVAL_ARGS)
 
 # Are result.json, frames.csv and frames.npz byte-identical between revisions? REF is one ref
 # (against the working tree) or two: `make check-outputs REF="bbe896d HEAD" CHECK_ARGS=--tracks`.
