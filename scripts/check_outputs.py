@@ -10,10 +10,15 @@ sha256. A table shows every input, profile and file as ``same`` or ``DIFFERENT``
 difference says where: JSON the first differing key path, CSV the first differing line, NPZ
 the arrays that differ. Exit status 0 only if everything is identical.
 
-Inputs: every audio file in samples/; one synthetic 150 s file that goes through the chunked
-path (tasks/chunks.py + analysis/chunks.py); with ``--tracks`` the wesnoth tracks the
-benchmark uses (scripts/bench.py ``wesnoth_tracks``, which installs Debian's
-wesnoth-1.16-music on demand; never committed).
+Inputs: every audio file in samples/; two synthetic files (chords, clicks, noise; seeded,
+cached under .bench/outputs/inputs/) that the worker splits into chunks (tasks/chunks.py +
+analysis/chunks.py): long-chunked.wav, 150 s under a lowered threshold (below), and
+long-default.flac, 21 minutes, just past the default 1200 s threshold. With ``--tracks`` also
+the 41 wesnoth tracks the benchmark uses (scripts/bench.py ``wesnoth_tracks``, which installs
+Debian's wesnoth-1.16-music on demand; never committed) and the benchmark's 30-minute
+concatenation of them (scripts/bench.py ``build_long_file``, cached as
+.bench/wesnoth-30min.ogg), chunked with the default settings. The table's "job path" column
+says how the worker ran each job: whole, or in how many chunks.
 
 Why the outputs are the worker's own. This process imports none of the project's packages
 (issue 14 moves them while this check must run on both sides of the move). Each side runs in a
@@ -29,11 +34,15 @@ the blob store where the worker stored them. Modules are looked up by their old 
 and then their new one (``tasks.settings`` then ``core.settings`` …); the tasks are found by
 their registered names, which do not move.
 
+Both sides run on the same installed libraries (the project's venv: numpy, librosa, soxr …),
+so a difference comes from the project's code, not from a library version; a ref that needs
+other library versions is not checked against those. One run at a time: the trees, inputs
+and results are kept under .bench/outputs/ (a second run waits for the first to end).
+
 Settings: every ``EARSHOT_*`` variable is dropped so both sides run on the defaults (the
 limits the worker applies come from those settings). The chunked input lowers the chunk
-threshold (EARSHOT_CHUNK_MIN_DURATION_S=60, EARSHOT_CHUNK_DURATION_S=50, three chunks) so the
-chunk code runs in seconds; with the default 1200 s threshold the same code needs a 20-minute
-file.
+threshold (EARSHOT_CHUNK_MIN_DURATION_S=60, EARSHOT_CHUNK_DURATION_S=50: three chunks, the
+last shorter); every other input runs on the defaults.
 
 Volatile bytes: none. result.json holds no wall-clock value (no timing, date or host: the
 document is built from the audio, the profile and ANALYZER_VERSION only), frames.csv neither.
@@ -47,6 +56,7 @@ NPZ shows as DIFFERENT and the detail says that only the zip headers' times diff
 from __future__ import annotations
 
 import argparse
+import fcntl
 import hashlib
 import importlib
 import importlib.util
@@ -79,6 +89,9 @@ OUR_PACKAGES = ("analysis", "tasks", "core", "api", "earshot", "client")
 LONG_SECONDS = 150.0
 LONG_SR = 22050
 CHUNK_ENV = {"EARSHOT_CHUNK_MIN_DURATION_S": "60", "EARSHOT_CHUNK_DURATION_S": "50"}
+# Just over the default EARSHOT_CHUNK_MIN_DURATION_S (1200 s): two chunks of 600 s and 660 s
+# (analysis/chunks.py gives the last chunk the remainder).
+DEFAULT_CHUNKED_SECONDS = 1260.0
 # One side's run may not take longer than this (the tracks take minutes on a busy machine).
 SIDE_TIMEOUT_S = 3 * 3600
 
@@ -107,8 +120,12 @@ def git(*args: str) -> str:
     ).stdout.strip()
 
 
-def export_ref(ref: str) -> Side:
-    """`git archive` the whole tree at ``ref`` into .bench/outputs/<sha>/tree (kept as a cache)."""
+def export_ref(ref: str, slot: str) -> Side:
+    """`git archive` the whole tree at ``ref`` into .bench/outputs/<sha>/tree (kept as a cache).
+
+    ``slot`` ("a" or "b") keeps the results of the two sides apart when both are the same
+    commit (which checks that a revision is deterministic: two runs, the same bytes).
+    """
     sha = git("rev-parse", "--short=12", f"{ref}^{{commit}}")
     if not sha:
         raise CheckError(f"--ref {ref!r} is not a commit in {ROOT}")
@@ -123,7 +140,8 @@ def export_ref(ref: str) -> Side:
         ).stdout
         subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
         done.touch()
-    return Side(label=f"{ref} ({sha})" if ref != sha else sha, tree=tree, out=base / "results")
+    label = f"{ref} ({sha})" if ref != sha else sha
+    return Side(label=label, tree=tree, out=base / f"results-{slot}")
 
 
 def working_tree() -> Side:
@@ -135,30 +153,36 @@ def working_tree() -> Side:
 # --- the inputs --------------------------------------------------------------------------
 
 
-def build_long_file() -> Path:
-    """A seeded 150 s mono WAV (chords, clicks, a little noise) for the chunked path."""
+def build_long_file(name: str, seconds: float) -> Path:
+    """A seeded mono file of chords, clicks and a little noise, cached under .bench/outputs/.
+
+    Written a minute at a time, so the 21-minute one never holds more than a minute of samples.
+    """
     import numpy as np
     import soundfile as sf
 
-    path = CACHE / "inputs" / "long-chunked.wav"
+    path = CACHE / "inputs" / name
     if path.exists():
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(14)
-    t = np.arange(int(LONG_SECONDS * LONG_SR)) / LONG_SR
-    chords = ((220.0, 261.63, 329.63), (174.61, 220.0, 261.63), (196.0, 246.94, 293.66))
-    y = np.zeros_like(t)
-    bar = 2.0  # seconds per chord
-    for i, chord in enumerate(chords * int(LONG_SECONDS / bar / len(chords) + 1)):
-        span = (t >= i * bar) & (t < (i + 1) * bar)
-        for f in chord:
-            y[span] += 0.08 * np.sin(2 * np.pi * f * t[span])
-    step = round(LONG_SR * 60.0 / 112.0)
-    for start in range(0, y.size, step):
-        y[start : start + 300] += 0.6 * np.hanning(300)[: y[start : start + 300].size]
-    y += 0.01 * rng.standard_normal(y.size)
-    tmp = path.with_suffix(".tmp.wav")
-    sf.write(tmp, np.clip(y, -1, 1).astype(np.float32), LONG_SR, subtype="PCM_16")
+    chords = np.array([(220.0, 261.63, 329.63), (174.61, 220.0, 261.63), (196.0, 246.94, 293.66)])
+    bar_s = 2.0  # seconds per chord
+    step = round(LONG_SR * 60.0 / 112.0)  # a click every beat at 112 BPM
+    click = 0.6 * np.hanning(300)
+    total = int(seconds * LONG_SR)
+    tmp = path.with_name("tmp-" + name)
+    with sf.SoundFile(tmp, "w", LONG_SR, 1, subtype="PCM_16") as out:
+        for first in range(0, total, 60 * LONG_SR):
+            n = np.arange(first, min(first + 60 * LONG_SR, total))
+            t = n / LONG_SR
+            freqs = chords[(t // bar_s).astype(np.int64) % len(chords)]
+            y = 0.08 * np.sin(2 * np.pi * freqs * t[:, None]).sum(axis=1)
+            offset = n % step
+            near = offset < click.size
+            y[near] += click[offset[near]]
+            y += 0.01 * rng.standard_normal(y.size)
+            out.write(np.clip(y, -1, 1).astype(np.float32))
     tmp.replace(path)
     return path
 
@@ -180,12 +204,18 @@ def inputs(tracks: bool) -> list[dict[str, Any]]:
         for p in sorted((ROOT / "samples").iterdir())
         if p.suffix.lower() in AUDIO_SUFFIXES
     ]
-    cases.append({"name": "long-chunked.wav", "path": str(build_long_file()), "env": CHUNK_ENV})
+    short = build_long_file("long-chunked.wav", LONG_SECONDS)
+    cases.append({"name": short.name, "path": str(short), "env": CHUNK_ENV})
+    # Past the default threshold: chunked as the worker does it out of the box.
+    long = build_long_file("long-default.flac", DEFAULT_CHUNKED_SECONDS)
+    cases.append({"name": long.name, "path": str(long), "env": {}})
     if tracks:
         bench = load_bench()
         found, source = bench.wesnoth_tracks()
         log(f"tracks: {len(found)} from {source}")
         cases += [{"name": f"wesnoth/{t.path.name}", "path": str(t.path), "env": {}} for t in found]
+        concatenated = bench.build_long_file(found, 30)
+        cases.append({"name": f"wesnoth/{concatenated.name}", "path": str(concatenated), "env": {}})
     return cases
 
 
@@ -494,8 +524,15 @@ def main(argv: list[str] | None = None) -> int:
     if not VENV_PYTHON.exists():
         parser.error(f"{VENV_PYTHON} is missing: run `make install` first")
 
+    CACHE.mkdir(parents=True, exist_ok=True)
+    lock = (CACHE / ".lock").open("w")
     try:
-        sides = [export_ref(r) for r in args.ref]
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        log(f"another check_outputs run is using {CACHE}: waiting for it to end …")
+        fcntl.flock(lock, fcntl.LOCK_EX)
+    try:
+        sides = [export_ref(r, slot) for r, slot in zip(args.ref, "ab", strict=False)]
         if len(sides) == 1:
             sides.append(working_tree())
         cases = inputs(args.tracks)
