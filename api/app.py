@@ -18,9 +18,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from api import metrics, problems, uploads
 from api.deps import REQUEST_ID_HEADER, api_keys, request_id_from
 from api.routes import analyses, docs, events, health, plots, ui
-from tasks.logs import log_context
-from tasks.runtime import Runtime, build_runtime
-from tasks.settings import Settings, get_settings
+from core.logs import log_context
+from core.runtime import Runtime, build_runtime
+from core.settings import Settings, get_settings
 
 log = logging.getLogger("earshot.api")
 
@@ -66,7 +66,7 @@ class RequestIdMiddleware:
             await send(message)
 
         # The log context carries the id into every log line and, via the Celery publish
-        # hook, into the task message headers (tasks.logs).
+        # hook, into the task message headers (core.logs).
         with log_context(request=request_id):
             await self.app(scope, receive, send_with_id)
 

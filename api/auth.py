@@ -17,8 +17,8 @@ import hmac
 from fastapi import Request
 
 from api.errors import Unauthorized
-from tasks.jobs import ANONYMOUS
-from tasks.settings import Settings
+from core.jobs import ANONYMOUS
+from core.settings import Settings
 
 CHALLENGE = {"WWW-Authenticate": "Bearer"}
 

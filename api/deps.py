@@ -11,7 +11,7 @@ from fastapi import Depends, Request
 # The API-key logic lives in api/auth.py; api_keys is re-exported for the app factory.
 from api.auth import api_keys as api_keys
 from api.auth import get_owner
-from tasks.runtime import Runtime
+from core.runtime import Runtime
 
 REQUEST_ID_HEADER = "X-Request-ID"
 # A client's request id is echoed into logs and the job record: keep it short and plain.

@@ -13,7 +13,7 @@ from fastapi import APIRouter, FastAPI, Request, Response
 from prometheus_client import Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from tasks.metrics import metric, multiprocess_dir, render
+from core.metrics import metric, multiprocess_dir, render
 
 UNMATCHED = "unmatched"
 

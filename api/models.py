@@ -8,9 +8,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from tasks.jobs import Job
-from tasks.names import JobStatus, Priority
-from tasks.webhooks import deliveries
+from core.jobs import Job
+from core.names import JobStatus, Priority
+from core.webhooks import deliveries
 
 API_PREFIX = "/v1/analyses"
 MAX_FILENAME_CHARS = 255

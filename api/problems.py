@@ -20,7 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from api import errors
-from tasks.errors import JobNotFound, TransientStoreError
+from core.errors import JobNotFound, TransientStoreError
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 TYPE_BASE = "https://earshot.dev/problems/"

@@ -36,7 +36,7 @@ from api.errors import (
     UploadTooLarge,
 )
 from api.problems import RETRY_AFTER_S
-from tasks.blobs import BlobStore
+from core.blobs import BlobStore
 
 log = logging.getLogger("earshot.api")
 

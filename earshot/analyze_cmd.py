@@ -12,15 +12,16 @@ import json
 import sys
 from typing import Any
 
+from analysis.profiles import DEFAULT_PROFILE, PROFILES
+
 # Mirrors analysis.PROFILES; kept literal so that `earshot --help` does not import librosa.
 # tests/analysis/test_analyze_cmd.py checks that the two agree.
-PROFILE_CHOICES = ("standard", "fast")
 
 
 def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
     parser.add_argument("files", nargs="+", metavar="FILE", help="audio files to analyse")
     parser.add_argument(
-        "--profile", default="standard", choices=PROFILE_CHOICES, help="analysis profile"
+        "--profile", default=DEFAULT_PROFILE, choices=PROFILES, help="analysis profile"
     )
     parser.add_argument(
         "--json", action="store_true", help="print one JSON document per line (JSON Lines)"

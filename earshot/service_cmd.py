@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tasks.names import Queue
+from core.names import Queue
 
 log = logging.getLogger("earshot")
 
@@ -62,9 +62,9 @@ def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
 
 
 def run(name: str, args: argparse.Namespace) -> int:
-    from tasks.logs import configure_logging
-    from tasks.metrics import enable_multiprocess, prune_dead_processes
-    from tasks.settings import get_settings
+    from core.logs import configure_logging
+    from core.metrics import enable_multiprocess, prune_dead_processes
+    from core.settings import get_settings
 
     settings = get_settings()
     configure_logging(settings)
@@ -113,8 +113,8 @@ def open_bind_allowed(settings: Any, host: str) -> bool:
 
 
 def migrate() -> int:
-    from tasks.migrate import upgrade
-    from tasks.settings import get_settings
+    from core.migrate import upgrade
+    from core.settings import get_settings
 
     settings = get_settings()
     revision = upgrade(settings.effective_database_url)
@@ -125,7 +125,7 @@ def migrate() -> int:
 def serve(host: str, port: int) -> int:
     import uvicorn
 
-    # log_config=None: uvicorn's loggers go through the root handler (tasks.logs format).
+    # log_config=None: uvicorn's loggers go through the root handler (core.logs format).
     # The connection limits are uvicorn's defaults, stated because docs/reliability.md relies
     # on them: h11 (the parser tested; httptools would differ) answers 400 to a request head
     # over 16 KiB, and a keep-alive connection idle for 5 s is closed. A head that is still
@@ -150,7 +150,7 @@ def serve(host: str, port: int) -> int:
 def worker(
     queues: list[str], *, concurrency: int | None, reconcile: bool, metrics_port: int | None = None
 ) -> int:
-    from tasks.settings import get_settings
+    from core.settings import get_settings
 
     settings = get_settings()
     known = {q.value for q in Queue}
@@ -168,11 +168,13 @@ def worker(
     from celery.signals import worker_process_init
 
     import tasks.analyze  # noqa: F401 - registers the task on the app
-    from tasks.runtime import build_runtime
+    from core.runtime import build_runtime
+    from tasks.app import configure_worker
 
     runtime = build_runtime(settings)
+    configure_worker(runtime.celery, settings)
     if metrics_port is not None:
-        from tasks import metrics
+        from core import metrics
 
         metrics.serve(metrics_port, store=runtime.jobs, directory=metrics.multiprocess_dir())
 
@@ -190,7 +192,7 @@ def worker(
         warm_up(draws_plots=Queue.RENDER.value in queues)
         pool = [f"--concurrency={concurrency or settings.worker_concurrency}"]
     if reconcile:
-        from tasks.reconcile import reconcile_forever
+        from core.reconcile import reconcile_forever
 
         stop = threading.Event()
         threading.Thread(
@@ -262,11 +264,11 @@ def warm_up_plots() -> None:
 def dev(host: str, port: int) -> int:
     """The API and one worker pool per queue, embedded defaults, until Ctrl-C, SIGTERM or
     SIGHUP (the terminal closed)."""
-    from tasks.errors import DataDirBusy
-    from tasks.processes import die_with_parent, lock_data_dir, release_data_dir
-    from tasks.reconcile import reconcile, reconcile_forever
-    from tasks.runtime import build_runtime
-    from tasks.settings import get_settings
+    from core.errors import DataDirBusy
+    from core.processes import die_with_parent, lock_data_dir, release_data_dir
+    from core.reconcile import reconcile, reconcile_forever
+    from core.runtime import build_runtime
+    from core.settings import get_settings
 
     settings = get_settings()
     data_dir = Path(settings.data_dir).resolve()

@@ -142,7 +142,7 @@ class Worker:
     """
 
     def __init__(self, env: dict[str, str], concurrency: int, log_path: Path) -> None:
-        from tasks.names import Queue
+        from core.names import Queue
 
         self.log_path = log_path
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
@@ -216,8 +216,8 @@ def worker_env(data_dir: Path, *, chunked: bool) -> dict[str, str]:
 
 @contextlib.contextmanager
 def running_worker(config: Config, workdir: Path) -> Iterator[tuple[Worker, Any]]:
-    from tasks.runtime import build_runtime
-    from tasks.settings import Settings
+    from core.runtime import build_runtime
+    from core.settings import Settings
 
     data_dir = workdir / "var"
     env = worker_env(data_dir, chunked=config.chunked)
@@ -242,8 +242,8 @@ def running_worker(config: Config, workdir: Path) -> Iterator[tuple[Worker, Any]
 
 def analyse_once(worker: Worker, runtime: Any, path: Path, data: bytes) -> Run:
     """Store the file as an upload, publish its job as the API does, follow it to the end."""
-    from tasks.jobs import new_job_id
-    from tasks.names import RESULT_JSON, Priority, upload_key
+    from core.jobs import new_job_id
+    from core.names import RESULT_JSON, Priority, upload_key
 
     job_id = new_job_id()
     runtime.blobs.put_bytes(upload_key(job_id), data)

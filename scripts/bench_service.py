@@ -352,8 +352,8 @@ class Stack:
 def running_api(env: dict[str, str], workdir: Path) -> Iterator[Stack]:
     import httpx
 
-    from tasks.jobs import JobStore
-    from tasks.settings import Settings
+    from core.jobs import JobStore
+    from core.settings import Settings
 
     migrate = subprocess.run(
         [sys.executable, "-m", "earshot", "migrate"],
@@ -432,7 +432,7 @@ def wait_finished(stack: Stack, ids: list[str]) -> dict[str, Any]:
     """Rows of every job once all are finished; raises when one failed or a process died."""
     from sqlalchemy import func, select
 
-    from tasks.jobs import JobRow
+    from core.jobs import JobRow
 
     wanted = set(ids)
     finished = JobRow.status.in_(("succeeded", "failed", "canceled"))
@@ -562,7 +562,7 @@ def cold_start(stack: Stack, clips: list[Path], numba_cache: Path, label: str) -
     drawn at once; so a render never delays the next job)."""
     import httpx
 
-    from tasks.names import RENDER_TASK
+    from core.names import RENDER_TASK
 
     env = {**stack.env, "NUMBA_CACHE_DIR": str(numba_cache)}
     worker = Process(
@@ -623,7 +623,7 @@ def render(
         code = f"`{head or 'unknown'}`" + (
             " with uncommitted changes (working tree)" if dirty else ""
         )
-    from tasks.names import ANALYZE_TASK
+    from core.names import ANALYZE_TASK
 
     per_clip = statistics.fmean(alone.per_clip_wall)
     n = len(alone.per_clip_wall)
@@ -763,7 +763,7 @@ def main(argv: list[str] | None = None) -> int:
     n = args.jobs or (QUICK_JOBS if args.quick else JOBS)
     code_root, ref_sha = export_ref(args.ref) if args.ref else (ROOT, None)
     # PYTHONPATH first: it beats the editable install's finder, for this process (which reads
-    # the job store with tasks.jobs) and for every child.
+    # the job store with core.jobs) and for every child.
     sys.path.insert(0, str(code_root))
     os.environ["PYTHONPATH"] = os.pathsep.join(
         filter(None, [str(code_root), os.environ.get("PYTHONPATH")])

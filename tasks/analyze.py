@@ -17,10 +17,10 @@ from celery import Task, shared_task
 from celery.exceptions import Reject, SoftTimeLimitExceeded
 from sqlalchemy.exc import OperationalError as DatabaseOperationalError
 
-from tasks import metrics
-from tasks.errors import BlobNotFound, JobCanceled, JobNotFound, TransientStoreError
-from tasks.jobs import Job
-from tasks.names import (
+from core import metrics
+from core.errors import BlobNotFound, JobCanceled, JobNotFound, TransientStoreError
+from core.jobs import Job
+from core.names import (
     ANALYZE_TASK,
     FRAMES_CSV,
     FRAMES_NPZ,
@@ -29,8 +29,8 @@ from tasks.names import (
     result_prefix,
     upload_key,
 )
-from tasks.runtime import Runtime, build_runtime
-from tasks.settings import get_settings
+from core.runtime import Runtime, build_runtime
+from core.settings import get_settings
 
 log = logging.getLogger(__name__)
 
@@ -235,7 +235,7 @@ def run_analysis(runtime: Runtime, job_id: str, *, retry: Callable[[Exception], 
         retry(exc)
         raise
     except MemoryError:
-        # The pool process's memory cap (tasks.processes.limit_memory) refused an allocation.
+        # The pool process's memory cap (core.processes.limit_memory) refused an allocation.
         # Celery's worker process re-raises an uncaught MemoryError and would take the worker
         # down with it; the job fails for good instead (the same file needs the same memory).
         log.warning("job %s: analysis exceeded the memory limit", job_id)
@@ -307,8 +307,7 @@ def analyze(self: Task, job_id: str) -> str:
         if claimable and status in (JobStatus.SUCCEEDED.value, JobStatus.FAILED.value):
             # This delivery ended the job: draw its plots and tell its callback URL (both on
             # the render queue; a redelivery of a finished job does neither again).
-            from tasks.render import render_after_success
-            from tasks.webhooks import enqueue_webhook
+            from core.followups import enqueue_webhook, render_after_success
 
             ended = runtime.jobs.get(job_id)
             if ended.status is JobStatus.SUCCEEDED:

@@ -1,155 +1,26 @@
-"""The Celery application, built from Settings.
+"""The worker side of the Celery app: the task modules and the bounds of pool processes.
 
-One factory for producer (API) and consumer (worker): both must agree on serializer, queues and
-the broker folder, so neither configures Celery by hand. The result backend is off: a job's row
-in the job store is its state.
+The app itself (broker, queues, routes, serializer) is ``core.broker.make_celery``, shared with
+the API, which publishes by task name and never imports a task body.
 """
 
 from __future__ import annotations
 
-import os
-import time
-import uuid
 from typing import Any
 
 from celery import Celery
 from celery.signals import worker_process_init
-from kombu import Exchange
-from kombu import Queue as KombuQueue
-from kombu.exceptions import ChannelError
-from kombu.transport import filesystem
-from kombu.utils.json import dumps
 
-from tasks import metrics
-from tasks.logs import install_celery_hooks
-from tasks.names import ANALYZE_TASK, RENDER_TASK, WEBHOOK_TASK, Queue
-from tasks.processes import bound_pool_process
-from tasks.settings import Settings
+from core.processes import bound_pool_process
+from core.settings import Settings
 
-# Seconds to wait for the broker before a publish gives up (the API answers 503 instead of
-# hanging the upload request).
-PUBLISH_TIMEOUT_S = 4.0
-
-# Seconds a filesystem:// consumer sleeps when a fetch finds nothing it may take. kombu's
-# default (1 s) also applies while the prefetch limit is reached, so a worker pool waited up
-# to a second after every task before taking the next: ~1 short job per second (measured by
-# scripts/bench_service.py). At 0.05 s the wait was still ~60 ms per job (an analysis and a
-# render, half an interval each on average); at 0.02 s an idle pool, listing the message
-# folder this often, uses about half a percent of a core.
-EMBEDDED_POLLING_INTERVAL_S = 0.02
+TASK_MODULES = ["tasks.analyze", "tasks.chunks", "tasks.render", "tasks.webhooks"]
 
 
-def broker_folders(settings: Settings) -> dict[str, str]:
-    """Folders of the ``filesystem://`` transport, created if missing.
-
-    Producer and consumer share one message folder (``data_folder_in == data_folder_out``):
-    kombu's example swaps in/out for a one-way pipe, but here the API and every worker pool are
-    peers on one queue set. Processed messages are moved into a sibling folder on the same file
-    system so a claim is an atomic rename (two workers can never both take one message), and
-    the reconciler prunes it.
-    """
-    root = settings.broker_dir.resolve()
-    folders = {
-        "data_folder_in": root / "messages",
-        "data_folder_out": root / "messages",
-        "processed_folder": root / "processed",
-        "control_folder": root / "control",
-    }
-    for path in folders.values():
-        path.mkdir(parents=True, exist_ok=True)
-    return {name: str(path) for name, path in folders.items()}
-
-
-class AtomicFilesystemChannel(filesystem.Channel):
-    """kombu's filesystem channel, but a message appears in the folder only once written.
-
-    kombu creates ``<name>.msg`` empty and then writes it; a consumer polling the folder can
-    claim and read it in between (its flock is never checked by ``_get``), fail on the empty
-    JSON and take the worker down (seen with a chunked job publishing its chunks). Writing under
-    a name no queue matches and renaming on the same file system makes the message whole or
-    absent.
-    """
-
-    # kombu's virtual base and its filesystem channel name the second parameter differently,
-    # so no signature satisfies mypy for both; callers pass it positionally.
-    def _put(self, queue: Any, payload: Any, **kwargs: Any) -> None:  # type: ignore[override]
-        name = f"{int(time.monotonic() * 1000)}_{uuid.uuid4()}.{queue}.msg"
-        final = os.path.join(self.data_folder_out, name)
-        partial = final + ".part"
-        try:
-            with open(partial, "wb") as f:
-                f.write(dumps(payload).encode())
-            os.replace(partial, final)
-        except OSError as exc:
-            raise ChannelError(f"Cannot add file {final!r} to directory") from exc
-
-
-class AtomicFilesystemTransport(filesystem.Transport):
-    """The ``filesystem://`` transport with whole-message publishes."""
-
-    Channel = AtomicFilesystemChannel
-
-
-def make_celery(settings: Settings) -> Celery:
-    """The Celery app for ``settings`` (importing tasks.analyze registers the task on it)."""
-    app = Celery("earshot", set_as_current=False)
-    transport_options: dict[str, Any]
-    if settings.embedded:
-        transport_options = {
-            **broker_folders(settings),
-            "store_processed": True,
-            "polling_interval": EMBEDDED_POLLING_INTERVAL_S,
-        }
-    else:
-        # Publisher confirms: a publish returns only once RabbitMQ has the message, so a job is
-        # never reported queued for a message the broker dropped.
-        transport_options = {"confirm_publish": True}
-    exchange = Exchange("earshot", type="direct", durable=True)
-    app.conf.update(
-        broker_url=settings.effective_broker_url,
-        broker_transport=AtomicFilesystemTransport if settings.embedded else None,
-        broker_transport_options=transport_options,
-        broker_connection_timeout=PUBLISH_TIMEOUT_S,
-        broker_connection_retry_on_startup=True,
-        task_serializer="json",
-        accept_content=["json"],
-        result_serializer="json",
-        task_ignore_result=True,
-        result_backend=None,
-        # A task is acknowledged after it ran, and a worker process killed mid-task (OOM, hard
-        # time limit) hands the message back: audio is never lost with a crash.
-        task_acks_late=True,
-        task_reject_on_worker_lost=True,
-        # One message at a time per process: a long analysis never holds a second job hostage.
-        worker_prefetch_multiplier=1,
-        # The hard limit must stay below RabbitMQ's consumer_timeout (30 min by default,
-        # `consumer_timeout` in rabbitmq.conf), or the broker closes the channel under a task
-        # that is still legitimately running; see README "Settings".
-        task_soft_time_limit=settings.task_soft_time_limit_s,
-        task_time_limit=settings.task_time_limit_s,
-        worker_max_memory_per_child=settings.worker_max_memory_mb * 1024,
-        task_default_queue=Queue.INTERACTIVE.value,
-        task_default_exchange="earshot",
-        task_default_routing_key=Queue.INTERACTIVE.value,
-        task_queues=[
-            KombuQueue(q.value, exchange, routing_key=q.value, durable=True) for q in Queue
-        ],
-        task_routes={
-            ANALYZE_TASK: {"queue": Queue.INTERACTIVE.value},
-            RENDER_TASK: {"queue": Queue.RENDER.value},
-            WEBHOOK_TASK: {"queue": Queue.WEBHOOK.value},
-        },
-        task_create_missing_queues=False,
-        worker_hijack_root_logger=False,
-        worker_send_task_events=False,
-        task_send_sent_event=False,
-        enable_utc=True,
-    )
-    app.conf.include = ["tasks.analyze", "tasks.chunks", "tasks.render", "tasks.webhooks"]
-    install_celery_hooks()
-    metrics.install_celery_hooks()
+def configure_worker(app: Celery, settings: Settings) -> None:
+    """Make ``app`` a worker's: it loads the task modules and bounds each pool process."""
+    app.conf.include = TASK_MODULES
     install_pool_bounds(settings)
-    return app
 
 
 def install_pool_bounds(settings: Settings) -> None:

@@ -5,7 +5,7 @@ Nobody waits for anybody: a worker process holds one message at a time, so a par
 on its children would deadlock a pool of one. Instead the parent task (``earshot.analyze``)
 stores the plan, publishes one ``earshot.analyze_chunk(job_id, index)`` per chunk on the job's
 queue and returns. Each chunk stores ``chunks/<index>.npz`` under the result prefix and flips
-its row in ``job_chunks``; the job's counter is incremented on the job row (tasks.jobs), so
+its row in ``job_chunks``; the job's counter is incremented on the job row (core.jobs), so
 exactly one completion sees the last chunk and merges. Every step is safe to repeat: a
 redelivered chunk whose partial is stored goes straight to the merge check, a second merge
 writes the same files, and ``mark_succeeded`` is a conditional transition.
@@ -23,6 +23,20 @@ from typing import TYPE_CHECKING
 from celery import Task, shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 
+from core.errors import BlobNotFound, JobCanceled, JobNotFound
+from core.jobs import Job
+from core.names import (
+    ANALYZE_CHUNK_TASK,
+    CHUNK_PLAN_JSON,
+    CHUNKS_DIR,
+    QUEUE_FOR_PRIORITY,
+    JobStatus,
+    Priority,
+    chunk_key,
+    result_prefix,
+    upload_key,
+)
+from core.runtime import Runtime
 from tasks.analyze import (
     INTERNAL_ERROR,
     MEMORY_EXCEEDED,
@@ -38,20 +52,6 @@ from tasks.analyze import (
     runtime_of,
     store_result,
 )
-from tasks.errors import BlobNotFound, JobCanceled, JobNotFound
-from tasks.jobs import Job
-from tasks.names import (
-    ANALYZE_CHUNK_TASK,
-    CHUNK_PLAN_JSON,
-    CHUNKS_DIR,
-    QUEUE_FOR_PRIORITY,
-    JobStatus,
-    Priority,
-    chunk_key,
-    result_prefix,
-    upload_key,
-)
-from tasks.runtime import Runtime
 
 if TYPE_CHECKING:
     from analysis.chunks import ChunkPlan
@@ -292,8 +292,7 @@ def analyze_chunk_task(self: Task, job_id: str, index: int) -> str:
         raise
     if ended:
         # This delivery ended the job: plots and callback, as the single-pass task does.
-        from tasks.render import render_after_success
-        from tasks.webhooks import enqueue_webhook
+        from core.followups import enqueue_webhook, render_after_success
 
         finished = runtime.jobs.get(job_id)
         if finished.status is JobStatus.SUCCEEDED:

@@ -14,21 +14,19 @@ from collections.abc import Callable
 
 from celery import Task, shared_task
 
-from tasks.analyze import TRANSIENT_ERRORS, runtime_of
-from tasks.errors import BlobNotFound, JobNotFound
-from tasks.jobs import Job
-from tasks.names import (
+from core.errors import BlobNotFound, JobNotFound
+from core.followups import store_error
+from core.names import (
     RENDER_ERROR_JSON,
     RENDER_TASK,
     RESULT_JSON,
     SPECTROGRAM_PNG,
     WAVEFORM_JSON,
     JobStatus,
-    Priority,
-    Queue,
     upload_key,
 )
-from tasks.runtime import Runtime
+from core.runtime import Runtime
+from tasks.analyze import TRANSIENT_ERRORS, runtime_of
 
 log = logging.getLogger(__name__)
 
@@ -38,13 +36,6 @@ MAX_RETRIES = 3
 UPLOAD_MISSING = "upload_missing"
 UNREADABLE_AUDIO = "unreadable_audio"
 RENDER_FAILED = "render_failed"
-NOT_QUEUED = "render_not_queued"
-
-
-def store_error(runtime: Runtime, prefix: str, code: str, message: str) -> None:
-    """Record why the plots of a result will not come (read by the plot endpoints)."""
-    document = {"code": code, "message": message[:500]}
-    runtime.blobs.put_bytes(prefix + RENDER_ERROR_JSON, json.dumps(document).encode())
 
 
 def run_render(
@@ -102,46 +93,6 @@ def run_render(
         store_error(runtime, prefix, RENDER_FAILED, f"drawing the plots failed: {exc}")
         return "failed"
     return "rendered"
-
-
-def enqueue_render(runtime: Runtime, job: Job) -> None:
-    """Queue the plots of a succeeded job. Never raises: the result stands without plots."""
-    try:
-        runtime.celery.send_task(RENDER_TASK, args=[job.id], queue=Queue.RENDER.value, retry=False)
-    except Exception as exc:  # kombu raises many types for "broker unreachable"
-        log.warning("render of job %s not queued: %s", job.id, exc)
-        if job.result_prefix:
-            store_error(runtime, job.result_prefix, NOT_QUEUED, "the render queue was unreachable")
-
-
-# Set in a job's ``extra`` once its plots were asked for, so repeated polls queue one render.
-RENDER_REQUESTED = "render_requested_at"
-
-
-def render_after_success(runtime: Runtime, job: Job) -> None:
-    """Queue the plots of a job that just succeeded, if its priority draws them eagerly.
-
-    Interactive jobs are drawn at once: a person is waiting and will look. Batch jobs are drawn
-    when a plot is first asked for (``request_render``): drawing costs several times the
-    analysis of a short clip, and most batch results are never looked at.
-    """
-    if job.priority == Priority.INTERACTIVE.value:
-        enqueue_render(runtime, job)
-
-
-def request_render(runtime: Runtime, job: Job) -> bool:
-    """Queue the plots of a succeeded job that has none yet; False if already queued once.
-
-    A second request while the first render is on its way queues nothing; should two
-    requests race, the render is simply drawn twice (it is idempotent).
-    """
-    if job.priority == Priority.INTERACTIVE.value or RENDER_REQUESTED in job.extra:
-        return False
-    from tasks.jobs import utcnow
-
-    runtime.jobs.set_extra(job.id, {**job.extra, RENDER_REQUESTED: utcnow().isoformat()})
-    enqueue_render(runtime, job)
-    return True
 
 
 @shared_task(name=RENDER_TASK, bind=True, ignore_result=True, acks_late=True)

@@ -18,10 +18,11 @@ from starlette.requests import ClientDisconnect
 from api import errors, problems, uploads
 from api.deps import OwnerDep, RequestIdDep, RuntimeDep
 from api.models import API_PREFIX, Analysis, AnalysisPage, display_filename
-from tasks.errors import BlobNotFound, CallbackRefused, JobNotFound, TooManyActiveJobs
-from tasks.errors import BrokerUnavailable as PublishFailed
-from tasks.jobs import ANONYMOUS, Job, new_job_id
-from tasks.names import (
+from core.errors import BlobNotFound, CallbackRefused, JobNotFound, TooManyActiveJobs
+from core.errors import BrokerUnavailable as PublishFailed
+from core.followups import enqueue_webhook
+from core.jobs import ANONYMOUS, Job, new_job_id
+from core.names import (
     DEFAULT_PROFILE,
     FRAMES_CSV,
     FRAMES_NPZ,
@@ -31,14 +32,8 @@ from tasks.names import (
     Priority,
     upload_key,
 )
-from tasks.runtime import Runtime
-from tasks.webhooks import (
-    MAX_URL_LENGTH,
-    Allowlist,
-    allowlist,
-    check_callback_url,
-    enqueue_webhook,
-)
+from core.runtime import Runtime
+from core.webhooks import MAX_URL_LENGTH, Allowlist, allowlist, check_callback_url
 
 log = logging.getLogger("earshot.api")
 

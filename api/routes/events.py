@@ -20,9 +20,9 @@ from fastapi.responses import StreamingResponse
 from api import errors, problems
 from api.deps import OwnerDep, RuntimeDep
 from api.models import API_PREFIX, Analysis
-from tasks.errors import JobNotFound
-from tasks.jobs import Job
-from tasks.runtime import Runtime
+from core.errors import JobNotFound
+from core.jobs import Job
+from core.runtime import Runtime
 
 router = APIRouter(prefix=API_PREFIX, tags=["analyses"])
 

@@ -19,11 +19,11 @@ from api import errors, problems
 from api.deps import OwnerDep, RuntimeDep
 from api.models import API_PREFIX
 from api.routes.analyses import IMMUTABLE, blob_etag, etag_matches, succeeded_job
-from tasks.errors import BlobNotFound
-from tasks.jobs import Job
-from tasks.names import RENDER_ERROR_JSON, SPECTROGRAM_PNG, WAVEFORM_JSON
-from tasks.render import request_render
-from tasks.runtime import Runtime
+from core.errors import BlobNotFound
+from core.followups import request_render
+from core.jobs import Job
+from core.names import RENDER_ERROR_JSON, SPECTROGRAM_PNG, WAVEFORM_JSON
+from core.runtime import Runtime
 
 log = logging.getLogger("earshot.api")
 
@@ -131,7 +131,7 @@ def _missing(runtime: Runtime, job: Job, name: str) -> errors.ApiError:
     try:
         failure = json.loads(runtime.blobs.get_bytes(prefix + RENDER_ERROR_JSON))
     except BlobNotFound:
-        # Batch jobs are drawn on first request (tasks.render.request_render).
+        # Batch jobs are drawn on first request (core.followups.request_render).
         request_render(runtime, job)
         return errors.PlotPending(
             f"the {name} of analysis {job.id} is being drawn; retry shortly",

@@ -18,8 +18,15 @@ def _run(argv: list[str]) -> int:
     return analyze_cmd.run("analyze", parser.parse_args(argv))
 
 
-def test_profile_choices_mirror_the_analysis_profiles():
-    assert set(analyze_cmd.PROFILE_CHOICES) == set(PROFILES)
+def test_every_analysis_profile_is_a_choice_and_others_are_usage_errors(capsys):
+    parser = argparse.ArgumentParser(prog="earshot analyze")
+    analyze_cmd.add_arguments("analyze", parser)
+    for name in PROFILES:
+        assert parser.parse_args(["--profile", name, "x.wav"]).profile == name
+    with pytest.raises(SystemExit) as exited:
+        parser.parse_args(["--profile", "turbo", "x.wav"])
+    assert exited.value.code == 2
+    assert "turbo" in capsys.readouterr().err
 
 
 def test_json_lines_one_document_per_file(samples_dir: Path, capsys: pytest.CaptureFixture):

@@ -14,9 +14,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from tasks.names import FRAMES_CSV, FRAMES_NPZ, RESULT_JSON, result_prefix
-from tasks.runtime import Runtime
-from tasks.settings import Settings
+from core.names import FRAMES_CSV, FRAMES_NPZ, RESULT_JSON, result_prefix
+from core.runtime import Runtime
+from core.settings import Settings
 
 
 def wav_bytes(*, seconds: float = 0.25, sr: int = 8000, seed: int = 0) -> bytes:

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 import pytest
 from fastapi.testclient import TestClient
 
-from tasks.names import JobStatus, upload_key
+from core.names import JobStatus, upload_key
 from tests.api.conftest import (
     finish,
     queued_messages,

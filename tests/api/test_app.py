@@ -10,7 +10,7 @@ from pathlib import Path
 
 from fastapi.testclient import TestClient
 
-from tasks.names import PROFILES
+from core.names import PROFILES
 from tests.api.test_analyses import assert_problem
 
 REPO = Path(__file__).resolve().parents[2]
@@ -59,21 +59,31 @@ def test_app_never_imports_librosa_or_numpy(tmp_path: Path) -> None:
     code = (
         "import sys\n"
         "from api.app import create_app\n"
-        "from tasks.settings import Settings\n"
+        "from core.settings import Settings\n"
         f"create_app(Settings(data_dir={str(tmp_path)!r}))\n"
-        "print(sorted(m for m in ('librosa', 'numpy', 'numba', 'scipy', 'analysis')"
-        " if m in sys.modules))\n"
+        "print(sorted(m for m in ('librosa', 'numpy', 'numba', 'scipy') if m in sys.modules))\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'analysis'))\n"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
     )
-    assert json.loads(out.stdout.strip().replace("'", '"')) == []
+    heavy, analysis = (json.loads(line.replace("'", '"')) for line in out.stdout.split("\n")[:2])
+    assert heavy == []
+    # Only the analysis package's light leaves: its profile names and version string.
+    assert set(analysis) <= {"analysis", "analysis.profiles", "analysis.version", "analysis.errors"}
 
 
-def test_profiles_are_the_analysis_packages_profiles() -> None:
-    from analysis import PROFILES as ANALYSIS_PROFILES
+def test_the_api_offers_every_analysis_profile(client: TestClient) -> None:
+    from analysis.analyze import analyze_file
 
-    assert tuple(ANALYSIS_PROFILES) == PROFILES
+    # The profiles the upload form documents are the ones the analysis runs (analyze_file
+    # refuses any other name).
+    doc = client.get("/openapi.json").json()
+    text = json.dumps(doc)
+    assert set(PROFILES) == {"standard", "fast"}
+    for name in PROFILES:
+        assert f"`{name}`" in text or f'"{name}"' in text
+    assert "profile" in analyze_file.__code__.co_varnames
 
 
 def test_openapi_documents_every_route_and_error(client: TestClient) -> None:

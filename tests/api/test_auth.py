@@ -23,9 +23,9 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from api.auth import matches, owner_of
+from core.jobs import ANONYMOUS
+from core.settings import Settings
 from earshot.service_cmd import open_bind_allowed
-from tasks.jobs import ANONYMOUS
-from tasks.settings import Settings
 from tests.api.conftest import finish, runtime_of, stored_uploads, upload, wav_bytes
 
 PROBLEM = "application/problem+json"

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from core.names import JobStatus
 from tasks.analyze import run_analysis
-from tasks.names import JobStatus
 from tests.api.conftest import runtime_of, stored_uploads, upload, wav_bytes
 
 PROBLEM = "application/problem+json"

@@ -21,10 +21,10 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from api.routes import events
-from tasks.jobs import Job
-from tasks.names import Priority
-from tasks.runtime import Runtime
-from tasks.settings import Settings
+from core.jobs import Job
+from core.names import Priority
+from core.runtime import Runtime
+from core.settings import Settings
 from tests.api.conftest import wav_bytes
 
 READ_TIMEOUT_S = 30.0

@@ -31,7 +31,7 @@ from schemathesis import Case, Response
 from schemathesis.config import SchemathesisConfig
 
 from api.app import create_app
-from tasks.settings import Settings
+from core.settings import Settings
 from tests.api.conftest import finish, wav_bytes
 
 MAX_EXAMPLES = 25

@@ -21,8 +21,8 @@ import pytest
 import uvicorn
 
 from api.app import create_app
-from tasks.names import SPECTROGRAM_PNG, WAVEFORM_JSON, result_prefix
-from tasks.settings import Settings
+from core.names import SPECTROGRAM_PNG, WAVEFORM_JSON, result_prefix
+from core.settings import Settings
 from tests.api.conftest import finish, wav_bytes
 
 KEY = "head-key-0123456789"

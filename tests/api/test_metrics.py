@@ -20,8 +20,8 @@ from fastapi.testclient import TestClient
 from kombu import Queue as KombuQueue
 from prometheus_client.parser import text_string_to_metric_families
 
-from tasks.metrics import MULTIPROC_ENV, prune_dead_processes, serve
-from tasks.names import ANALYZE_TASK, JobStatus, Priority, Queue
+from core.metrics import MULTIPROC_ENV, prune_dead_processes, serve
+from core.names import ANALYZE_TASK, JobStatus, Priority, Queue
 from tests.api.conftest import runtime_of, upload, wav_bytes
 
 REPO = Path(__file__).resolve().parents[2]
@@ -30,8 +30,8 @@ REPO = Path(__file__).resolve().parents[2]
 WORKER_SCRIPT = """
 import sys
 from pathlib import Path
-from tasks.metrics import enable_multiprocess, observe_analysis, record_job_finished
-from tasks.settings import Settings
+from core.metrics import enable_multiprocess, observe_analysis, record_job_finished
+from core.settings import Settings
 
 enable_multiprocess(Settings(data_dir=Path(sys.argv[1])))
 record_job_finished("succeeded", queue="earshot.batch")

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import pytest
 from fastapi.testclient import TestClient
 
-from tasks.names import (
+from core.names import (
     RENDER_ERROR_JSON,
     RENDER_TASK,
     SPECTROGRAM_PNG,

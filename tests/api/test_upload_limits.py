@@ -18,9 +18,9 @@ import pytest
 from fastapi import FastAPI
 
 from api.app import create_app
-from tasks.jobs import ANONYMOUS
-from tasks.runtime import Runtime
-from tasks.settings import Settings
+from core.jobs import ANONYMOUS
+from core.runtime import Runtime
+from core.settings import Settings
 from tests.api.conftest import wav_bytes
 
 BOUNDARY = "stalledboundary"

@@ -13,7 +13,7 @@ from api.errors import UploadTooLarge
 from api.models import display_filename
 from api.uploads import Upload, sniff_audio
 from api.uploads import receive as receive_upload
-from tasks.blobs import LocalBlobStore
+from core.blobs import LocalBlobStore
 from tests.api.conftest import wav_bytes
 
 

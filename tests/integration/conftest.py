@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from tasks.jobs import Job, new_job_id
-from tasks.names import Priority, upload_key
-from tasks.runtime import Runtime
+from core.jobs import Job, new_job_id
+from core.names import Priority, upload_key
+from core.runtime import Runtime
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLES = REPO / "samples"

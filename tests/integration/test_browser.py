@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tasks.names import Queue
+from core.names import Queue
 from tests.integration.conftest import (
     REPO,
     SAMPLES,

@@ -20,8 +20,8 @@ import pytest
 from sqlalchemy import select
 
 from analysis import Analysis, analyze_file
-from tasks.jobs import JobChunkRow, JobRow
-from tasks.names import (
+from core.jobs import JobChunkRow, JobRow
+from core.names import (
     ANALYZE_CHUNK_TASK,
     CHUNKS_DIR,
     FRAMES_CSV,
@@ -31,8 +31,8 @@ from tasks.names import (
     Priority,
     Queue,
 )
-from tasks.runtime import Runtime, build_runtime
-from tasks.settings import Settings
+from core.runtime import Runtime, build_runtime
+from core.settings import Settings
 from tests.analysis.test_chunks import c_major_clicks
 from tests.integration.conftest import REPO, Service, service_env, submit_file, wait_finished
 

@@ -18,9 +18,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tasks.names import RESULT_JSON, JobStatus, Queue
-from tasks.runtime import Runtime, build_runtime
-from tasks.settings import Settings
+from core.names import RESULT_JSON, JobStatus, Queue
+from core.runtime import Runtime, build_runtime
+from core.settings import Settings
 from tests.integration.conftest import (
     REPO,
     Service,

@@ -12,9 +12,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tasks.names import FRAMES_CSV, FRAMES_NPZ, RESULT_JSON, JobStatus
-from tasks.runtime import Runtime, build_runtime
-from tasks.settings import Settings
+from core.names import FRAMES_CSV, FRAMES_NPZ, RESULT_JSON, JobStatus
+from core.runtime import Runtime, build_runtime
+from core.settings import Settings
 from tests.integration.conftest import (
     SAMPLES,
     Service,

@@ -36,10 +36,10 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from api.app import create_app
-from tasks.jobs import Job, JobRow
-from tasks.names import RESULT_JSON, JobStatus
-from tasks.runtime import Runtime
-from tasks.settings import Settings
+from core.jobs import Job, JobRow
+from core.names import RESULT_JSON, JobStatus
+from core.runtime import Runtime
+from core.settings import Settings
 
 from .proxy import TcpProxy
 
@@ -105,7 +105,7 @@ def services() -> Iterator[Services]:
     assert _rabbitmqctl("add_vhost", vhost).returncode == 0
     assert _rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*").returncode == 0
     database_url = f"postgresql+psycopg://postgres@{HOST}:{PG_PORT}/{database}"
-    from tasks.migrate import upgrade
+    from core.migrate import upgrade
 
     upgrade(database_url)
     try:

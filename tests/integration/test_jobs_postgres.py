@@ -10,10 +10,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from tasks.jobs import JobStore
-from tasks.migrate import upgrade
+from core.jobs import JobStore
+from core.migrate import upgrade
+from tests.core.test_jobs_limits import LIMIT, THREADS, create_concurrently
 from tests.integration.conftest import fresh_postgres_database
-from tests.tasks.test_jobs_limits import LIMIT, THREADS, create_concurrently
 
 pytestmark = pytest.mark.integration
 

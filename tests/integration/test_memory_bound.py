@@ -16,9 +16,9 @@ import pytest
 import soundfile as sf
 
 from analysis.decode import BLOCK_FRAMES
-from tasks.names import RESULT_JSON, JobStatus, Queue
-from tasks.runtime import build_runtime
-from tasks.settings import Settings
+from core.names import RESULT_JSON, JobStatus, Queue
+from core.runtime import build_runtime
+from core.settings import Settings
 from tests.integration.conftest import (
     SAMPLES,
     Service,

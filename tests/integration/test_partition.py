@@ -37,11 +37,11 @@ import soundfile as sf
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from tasks.jobs import make_engine
-from tasks.migrate import upgrade
-from tasks.names import Queue
-from tasks.runtime import build_runtime
-from tasks.settings import Settings
+from core.jobs import make_engine
+from core.migrate import upgrade
+from core.names import Queue
+from core.runtime import build_runtime
+from core.settings import Settings
 
 from .conftest import (
     Service,

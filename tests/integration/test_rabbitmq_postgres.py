@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from tasks.names import RESULT_JSON, JobStatus, Priority, Queue
-from tasks.runtime import Runtime, build_runtime
-from tasks.settings import Settings
+from core.names import RESULT_JSON, JobStatus, Priority, Queue
+from core.runtime import Runtime, build_runtime
+from core.settings import Settings
 from tests.integration.conftest import (
     REPO,
     Service,

@@ -22,7 +22,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tasks.names import RESULT_JSON, Queue, result_prefix, upload_key
+from core.names import RESULT_JSON, Queue, result_prefix, upload_key
 from tests.integration.conftest import (
     REPO,
     Service,

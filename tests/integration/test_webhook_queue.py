@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tasks.names import WEBHOOK_TASK, Queue
+from core.names import WEBHOOK_TASK, Queue
 from tests.integration.conftest import SAMPLES, Service, free_port, service_env, wait_for
 
 pytestmark = pytest.mark.integration

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from tasks.jobs import Job, new_job_id
-from tasks.names import Priority, upload_key
-from tasks.runtime import Runtime, build_runtime
-from tasks.settings import Settings
+from core.jobs import Job, new_job_id
+from core.names import Priority, upload_key
+from core.runtime import Runtime, build_runtime
+from core.settings import Settings
 
 
 @pytest.fixture

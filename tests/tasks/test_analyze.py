@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from typing import Any
 
 import pytest
 
 from analysis import ANALYZER_VERSION
+from core.blobs import LocalBlobStore
+from core.errors import TransientStoreError
+from core.jobs import JobStore
+from core.names import ANALYZE_TASK, FRAMES_CSV, FRAMES_NPZ, RESULT_JSON, JobStatus
+from core.runtime import Runtime
 from tasks.analyze import WORKER_LOST
-from tasks.blobs import LocalBlobStore
-from tasks.errors import TransientStoreError
-from tasks.jobs import JobStore
-from tasks.names import ANALYZE_TASK, FRAMES_CSV, FRAMES_NPZ, RESULT_JSON, JobStatus
-from tasks.runtime import Runtime, read_analyzer_version
 from tests.tasks.conftest import submit
 
 
@@ -197,5 +199,12 @@ def test_unknown_job_is_dropped(runtime: Runtime) -> None:
     assert run_task(runtime, "0" * 32) == "missing"
 
 
-def test_api_reads_the_analyzer_version_without_importing_it() -> None:
-    assert read_analyzer_version() == ANALYZER_VERSION
+def test_the_runtime_knows_the_analyzer_version_without_the_analysis_stack() -> None:
+    code = (
+        "import sys, core.runtime as r; from analysis.version import ANALYZER_VERSION as v;"
+        "print(r.Runtime.__dataclass_fields__['analyzer_version'].default == v,"
+        " sorted(m for m in ('librosa', 'numba', 'numpy') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split(None, 1) == ["True", "[]\n"]
+    assert ANALYZER_VERSION.count(".") == 2  # semantic version, as docs/result.md says

@@ -12,7 +12,7 @@ import pytest
 import soundfile as sf
 
 import tasks.chunks  # noqa: F401 - registers earshot.analyze and earshot.analyze_chunk
-from tasks.names import (
+from core.names import (
     ANALYZE_CHUNK_TASK,
     ANALYZE_TASK,
     CHUNK_PLAN_JSON,
@@ -21,8 +21,8 @@ from tasks.names import (
     chunk_key,
     result_prefix,
 )
-from tasks.runtime import Runtime, build_runtime
-from tasks.settings import Settings
+from core.runtime import Runtime, build_runtime
+from core.settings import Settings
 from tests.tasks.conftest import submit
 
 BPM = 120.0

@@ -14,10 +14,11 @@ from PIL import Image
 
 import tasks.analyze  # registers the tasks
 import tasks.render  # noqa: F401
-from tasks.blobs import LocalBlobStore
-from tasks.errors import TransientStoreError
-from tasks.jobs import Job, JobRow
-from tasks.names import (
+from core.blobs import LocalBlobStore
+from core.errors import TransientStoreError
+from core.followups import request_render
+from core.jobs import Job, JobRow
+from core.names import (
     ANALYZE_TASK,
     RENDER_ERROR_JSON,
     RENDER_TASK,
@@ -28,8 +29,8 @@ from tasks.names import (
     Priority,
     result_prefix,
 )
-from tasks.render import MAX_RETRIES, request_render
-from tasks.runtime import Runtime
+from core.runtime import Runtime
+from tasks.render import MAX_RETRIES
 from tests.tasks.conftest import submit
 
 SECONDS = 6.0  # the click_track_wav fixture's length

@@ -19,21 +19,17 @@ from typing import Any
 import pytest
 import standardwebhooks
 
-from tasks.errors import CallbackRefused, ConfigurationError
-from tasks.jobs import Job, JobRow
-from tasks.names import WEBHOOK_TASK, JobStatus, Queue
-from tasks.runtime import Runtime
-from tasks.settings import Settings
+from core.errors import CallbackRefused, ConfigurationError
+from core.jobs import Job, JobRow
+from core.names import WEBHOOK_TASK, JobStatus, Queue
+from core.runtime import Runtime
+from core.settings import Settings
+from core.webhooks import EXTRA_KEY, address_refusal, allowlist, check_callback_url, deliveries
 from tasks.webhooks import (
-    EXTRA_KEY,
     MAX_DEFERRALS,
     MAX_RETRIES,
     HostSlots,
-    address_refusal,
-    allowlist,
     backoff_s,
-    check_callback_url,
-    deliveries,
     run_webhook,
     secret_key,
     signature,
@@ -476,6 +472,8 @@ def test_rebinding_between_upload_and_delivery_is_refused(
     def rebinding(host: str, port: int) -> list[Any]:
         return [ipaddress.ip_address(a) for a in next(answers, ["127.0.0.1"])]
 
+    # DNS is asked at upload (core.webhooks) and at delivery (tasks.webhooks).
+    monkeypatch.setattr("core.webhooks.resolve_host", rebinding)
     monkeypatch.setattr("tasks.webhooks.resolve_host", rebinding)
     url = f"http://rebind.example.test:{receiver.port}/hooks"
     assert check_callback_url(url, allow=allowlist(None)) == url
@@ -502,6 +500,7 @@ def test_the_connection_goes_to_the_checked_address_with_the_name_as_host(
         lookups.append(host)
         return [ipaddress.ip_address("127.0.0.1")]
 
+    monkeypatch.setattr("core.webhooks.resolve_host", resolver)
     monkeypatch.setattr("tasks.webhooks.resolve_host", resolver)
     job = ended_job(runtime, wav_bytes, f"http://pinned.example.test:{receiver.port}/in")
 

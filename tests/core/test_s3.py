@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from tasks.blobs import BlobStore, LocalBlobStore, open_blob_store
-from tasks.errors import BlobNotFound, ConfigurationError, TransientStoreError
-from tasks.s3 import PART_BYTES, S3BlobStore, make_client
+from core.blobs import BlobStore, LocalBlobStore, open_blob_store
+from core.blobs.s3 import PART_BYTES, S3BlobStore, make_client
+from core.errors import BlobNotFound, ConfigurationError, TransientStoreError
 from tests.s3server import S3Server, free_port, s3_server
 
 __all__ = ["s3_server"]  # the fixture is used by name; re-exported so ruff keeps the import

@@ -22,11 +22,11 @@ from fastapi.testclient import TestClient
 from kombu import Queue as KombuQueue
 
 from api.app import create_app
-from tasks import logs
-from tasks.app import make_celery
-from tasks.errors import ConfigurationError
-from tasks.names import Queue
-from tasks.settings import Settings
+from core import logs
+from core.broker import make_celery
+from core.errors import ConfigurationError
+from core.names import Queue
+from core.settings import Settings
 
 log = logging.getLogger("earshot.test")
 
@@ -187,7 +187,7 @@ def test_worker_binds_request_and_job_id_from_the_message(
 
 
 def test_a_migration_on_start_is_one_line(tmp_path: Path, root_logging: None) -> None:
-    from tasks.migrate import head, upgrade
+    from core.migrate import head, upgrade
 
     stream = io.StringIO()
     logs.configure_logging(Settings(log_format="json"), stream=stream)

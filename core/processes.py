@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 from typing import IO
 
-from tasks.errors import DataDirBusy
+from core.errors import DataDirBusy
 
 log = logging.getLogger(__name__)
 

@@ -21,9 +21,9 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.exc import OperationalError
 
-from tasks.jobs import Base, JobStore
-from tasks.migrate import BASELINE, alembic_config, current, head, upgrade
-from tasks.names import JobStatus
+from core.jobs import Base, JobStore
+from core.migrate import BASELINE, alembic_config, current, head, upgrade
+from core.names import JobStatus
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "EARSHOT_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"

@@ -37,9 +37,9 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 
-from tasks.jobs import JobRow, JobStore
-from tasks.names import ANALYZE_TASK, JobStatus, Priority
-from tasks.settings import Settings
+from core.jobs import JobRow, JobStore
+from core.names import ANALYZE_TASK, JobStatus, Priority
+from core.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from tasks.app import EMBEDDED_POLLING_INTERVAL_S, broker_folders
-from tasks.errors import BrokerUnavailable
-from tasks.names import Priority, Queue
-from tasks.runtime import Runtime, build_runtime
-from tasks.settings import Settings
+from core.broker import EMBEDDED_POLLING_INTERVAL_S, broker_folders
+from core.errors import BrokerUnavailable
+from core.names import Priority, Queue
+from core.runtime import Runtime, build_runtime
+from core.settings import Settings
 from tests.tasks.conftest import submit
 
 REPO = Path(__file__).resolve().parents[2]
@@ -62,8 +62,8 @@ def test_runtime_never_imports_the_analysis_stack() -> None:
     # The API process builds a Runtime; librosa/numpy must stay out of it.
     code = (
         "import sys, tempfile, pathlib\n"
-        "from tasks.runtime import build_runtime\n"
-        "from tasks.settings import Settings\n"
+        "from core.runtime import build_runtime\n"
+        "from core.settings import Settings\n"
         "rt = build_runtime(Settings(data_dir=pathlib.Path(tempfile.mkdtemp())))\n"
         "assert rt.analyzer_version\n"
         "heavy = sorted(m for m in ('librosa', 'numpy', 'numba', 'analysis') if m in sys.modules)\n"

@@ -1,4 +1,4 @@
-"""tasks.processes with real processes: the data dir lock, death with the parent, the memory cap."""
+"""core.processes with real processes: the data dir lock, death with the parent, the memory cap."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tasks.errors import DataDirBusy
-from tasks.processes import DEV_LOCK_FILE, lock_data_dir, release_data_dir
+from core.errors import DataDirBusy
+from core.processes import DEV_LOCK_FILE, lock_data_dir, release_data_dir
 
 REPO = Path(__file__).resolve().parents[2]
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux prctl/rlimit")
@@ -61,7 +61,7 @@ def test_the_lock_dies_with_its_holder(tmp_path: Path) -> None:
     holder = python(
         "import sys, time\n"
         "from pathlib import Path\n"
-        "from tasks.processes import lock_data_dir\n"
+        "from core.processes import lock_data_dir\n"
         f"lock = lock_data_dir(Path({str(tmp_path / 'var')!r}))\n"
         "print('locked', flush=True)\n"
         "time.sleep(300)\n"
@@ -82,7 +82,7 @@ def test_the_lock_dies_with_its_holder(tmp_path: Path) -> None:
 def test_a_child_dies_with_its_parent() -> None:
     parent = python(
         "import os, signal, subprocess, sys, time\n"
-        "from tasks.processes import die_with_parent\n"
+        "from core.processes import die_with_parent\n"
         "me = os.getpid()\n"
         "child = subprocess.Popen(['sleep', '300'],\n"
         "    preexec_fn=lambda: die_with_parent(signal.SIGKILL, parent_pid=me))\n"
@@ -109,7 +109,7 @@ def test_a_child_dies_with_its_parent() -> None:
 def test_the_memory_cap_refuses_an_allocation_past_it() -> None:
     capped = python(
         "import numpy as np\n"
-        "from tasks.processes import limit_memory, private_memory_mb\n"
+        "from core.processes import limit_memory, private_memory_mb\n"
         "held = private_memory_mb()\n"
         "assert limit_memory(held + 64)\n"
         "small = np.ones(4 * 2**20 // 8)  # 4 MB: fits\n"

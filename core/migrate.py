@@ -18,7 +18,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import inspect
 
-from tasks.jobs import make_engine
+from core.jobs import make_engine
 
 log = logging.getLogger(__name__)
 

@@ -87,7 +87,7 @@ class Settings(BaseSettings):
     def _webhook_allow_parses(cls, value: str | None) -> str | None:
         # A typo fails every process at start, not each upload (500) or delivery later.
         if value:
-            from tasks.webhooks import allowlist  # the parser lives with its only user
+            from core.webhooks import allowlist
 
             allowlist(value)
         return value

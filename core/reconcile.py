@@ -18,11 +18,11 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
-from tasks.app import broker_folders
-from tasks.errors import BrokerUnavailable
-from tasks.jobs import Job
-from tasks.names import JobStatus
-from tasks.runtime import Runtime
+from core.broker import broker_folders
+from core.errors import BrokerUnavailable
+from core.jobs import Job
+from core.names import JobStatus
+from core.runtime import Runtime
 
 log = logging.getLogger(__name__)
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from tasks.reconcile import job_ids_in_broker_folder, reconcile
-from tasks.runtime import Runtime
+from core.reconcile import job_ids_in_broker_folder, reconcile
+from core.runtime import Runtime
 from tests.tasks.conftest import submit
 
 

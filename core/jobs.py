@@ -39,8 +39,8 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
-from tasks.errors import JobNotFound, TooManyActiveJobs
-from tasks.names import JobStatus
+from core.errors import JobNotFound, TooManyActiveJobs
+from core.names import JobStatus
 
 ACTIVE_STATES = (JobStatus.QUEUED.value, JobStatus.RUNNING.value)
 

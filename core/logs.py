@@ -17,7 +17,7 @@ from contextvars import ContextVar, Token
 from datetime import UTC, datetime
 from typing import IO, Any
 
-from tasks.settings import Settings
+from core.settings import Settings
 
 request_id: ContextVar[str | None] = ContextVar("earshot_request_id", default=None)
 job_id: ContextVar[str | None] = ContextVar("earshot_job_id", default=None)
@@ -28,7 +28,7 @@ REQUEST_ID_HEADER = "earshot_request_id"
 LOG_FORMATS = ("json", "pretty", "auto")
 
 # Libraries that narrate routine steps at INFO. Alembic announces its plugins and dialect on
-# every start (the embedded mode migrates on every start); tasks.migrate logs the one line
+# every start (the embedded mode migrates on every start); core.migrate logs the one line
 # that matters, a revision change.
 # billiard (Celery's multiprocessing) logs every pool process start at INFO.
 QUIET_LOGGERS = {"alembic": logging.WARNING, "multiprocessing": logging.WARNING}
@@ -91,7 +91,7 @@ class PrettyFormatter(logging.Formatter):
 def resolve_format(log_format: str, stream: IO[str]) -> str:
     """``json`` or ``pretty``: ``auto`` is pretty on a terminal, JSON everywhere else."""
     if log_format not in LOG_FORMATS:
-        from tasks.errors import ConfigurationError
+        from core.errors import ConfigurationError
 
         raise ConfigurationError(
             f"log format {log_format!r} is not one of {', '.join(LOG_FORMATS)} (EARSHOT_LOG_FORMAT)"

@@ -20,7 +20,7 @@ depends_on: str | Sequence[str] | None = None
 
 def upgrade() -> None:
     # A database made by create_all of these very models is adopted as the baseline
-    # (tasks/migrate.py) although it already has what this revision adds: add only what is missing.
+    # (core/migrate.py) although it already has what this revision adds: add only what is missing.
     inspector = sa.inspect(op.get_bind())
     columns = {c["name"] for c in inspector.get_columns("jobs")}
     with op.batch_alter_table("jobs") as batch:

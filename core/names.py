@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+from analysis.profiles import DEFAULT_PROFILE, PROFILES
+
 
 class Queue(StrEnum):
     INTERACTIVE = "earshot.interactive"
@@ -73,7 +75,6 @@ def chunk_key(job_id: str, index: int) -> str:
     return f"{result_prefix(job_id)}{CHUNKS_DIR}{index}.npz"
 
 
-# Analysis profiles the service accepts: the names of analysis.PROFILES, repeated here because
-# the API must not import the analysis package (librosa); tests/api checks the two agree.
-PROFILES: tuple[str, ...] = ("standard", "fast")
-DEFAULT_PROFILE = "standard"
+# Analysis profiles the service accepts, defined once in analysis.profiles (which imports
+# neither numpy nor librosa, so the API may import it).
+__all__ = ["DEFAULT_PROFILE", "PROFILES"]

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from tasks.errors import TooManyActiveJobs
-from tasks.jobs import ANONYMOUS, JobStore, new_job_id
-from tasks.names import JobStatus, Priority
+from core.errors import TooManyActiveJobs
+from core.jobs import ANONYMOUS, JobStore, new_job_id
+from core.names import JobStatus, Priority
 
 THREADS = 12
 LIMIT = 3

@@ -17,8 +17,8 @@ import boto3
 import botocore.exceptions
 from botocore.config import Config
 
-from tasks.blobs import CHUNK_BYTES, BlobStore, _check_key
-from tasks.errors import BlobNotFound, ConfigurationError, TransientStoreError
+from core.blobs.base import CHUNK_BYTES, BlobStore, check_key
+from core.errors import BlobNotFound, ConfigurationError, TransientStoreError
 
 # S3 needs every part but the last to be at least 5 MiB; 8 MiB is boto3's own default and
 # keeps a worker's upload buffer small. At most 10,000 parts: blobs up to 78 GiB.
@@ -177,7 +177,7 @@ class S3BlobStore(BlobStore):
         )
 
     def _key(self, key: str) -> str:
-        _check_key(key)
+        check_key(key)
         return f"{self.prefix}/{key}" if self.prefix else key
 
     def _ensure_bucket(self) -> None:

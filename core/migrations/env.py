@@ -1,6 +1,6 @@
 """Alembic environment of the job store.
 
-There is no alembic.ini: ``tasks.migrate`` builds the Config in code and hands over either an
+There is no alembic.ini: ``core.migrate`` builds the Config in code and hands over either an
 open connection (``config.attributes["connection"]``) or a URL
 (``config.attributes["database_url"]``). The URL never goes through ``set_main_option``, whose
 ConfigParser interpolation would mangle a ``%`` in a password.
@@ -11,7 +11,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection, text
 
-from tasks.jobs import Base, make_engine
+from core.jobs import Base, make_engine
 
 # Any fixed number: every earshot process contending to migrate one PostgreSQL database
 # takes the same advisory lock, so only one runs the DDL and the others then find it done.

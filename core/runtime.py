@@ -6,54 +6,21 @@ publish step. It never imports the analysis package (the API process stays free 
 
 from __future__ import annotations
 
-import ast
-import importlib.util
 import logging
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
 from amqp.exceptions import RecoverableConnectionError
 from celery import Celery
 
-from tasks.app import PUBLISH_TIMEOUT_S, make_celery
-from tasks.blobs import BlobStore, open_blob_store
-from tasks.errors import BrokerUnavailable, ConfigurationError
-from tasks.jobs import Job, JobStore
-from tasks.names import ANALYZE_TASK, QUEUE_FOR_PRIORITY, Priority
-from tasks.settings import Settings
+from analysis.version import ANALYZER_VERSION
+from core.blobs import BlobStore, open_blob_store
+from core.broker import PUBLISH_TIMEOUT_S, make_celery
+from core.errors import BrokerUnavailable
+from core.jobs import Job, JobStore
+from core.names import ANALYZE_TASK, QUEUE_FOR_PRIORITY, Priority
+from core.settings import Settings
 
 log = logging.getLogger(__name__)
-
-# Where the analysis package keeps its version constant, most specific first.
-ANALYZER_VERSION_FILES = ("version.py", "analyze.py", "__init__.py")
-
-
-def read_analyzer_version() -> str:
-    """``ANALYZER_VERSION`` of the installed analysis package, without importing it.
-
-    The package's ``__init__`` pulls in librosa and numba (seconds of start-up and hundreds of
-    MB); the API only needs this one string to look up cached results, so the constant is read
-    from the source with ``ast``: ``analysis/version.py`` if it exists, else the module that
-    defines it today.
-    """
-    spec = importlib.util.find_spec("analysis")
-    locations = list(spec.submodule_search_locations or []) if spec else []
-    for location in locations:
-        for name in ANALYZER_VERSION_FILES:
-            path = Path(location) / name
-            if not path.is_file():
-                continue
-            for node in ast.parse(path.read_text(encoding="utf-8")).body:
-                if (
-                    isinstance(node, ast.Assign)
-                    and any(
-                        isinstance(t, ast.Name) and t.id == "ANALYZER_VERSION" for t in node.targets
-                    )
-                    and isinstance(node.value, ast.Constant)
-                    and isinstance(node.value.value, str)
-                ):
-                    return node.value.value
-    raise ConfigurationError(f"no ANALYZER_VERSION string constant in analysis at {locations}")
 
 
 def _stale_connection(exc: BaseException) -> bool:
@@ -85,7 +52,7 @@ class Runtime:
     jobs: JobStore
     blobs: BlobStore
     celery: Celery
-    analyzer_version: str = field(default_factory=read_analyzer_version)
+    analyzer_version: str = ANALYZER_VERSION
 
     def publish(self, job: Job) -> None:
         """Queue the analysis of ``job`` (its id only; the audio stays in the blob store).
@@ -165,7 +132,7 @@ def build_runtime(settings: Settings) -> Runtime:
     if settings.database_url is None:
         # The embedded SQLite file is ours to keep at the newest schema; a configured database
         # is migrated by `earshot migrate` (the operator decides when a schema changes).
-        from tasks.migrate import upgrade
+        from core.migrate import upgrade
 
         upgrade(settings.effective_database_url)
     jobs = JobStore(settings.effective_database_url)
