@@ -27,7 +27,7 @@ def install_pool_bounds(settings: Settings) -> None:
     """Each worker pool process, as it starts, dies with its worker and is memory-capped.
 
     A task that needs more than ``EARSHOT_WORKER_MAX_MEMORY_MB`` fails ``memory_exceeded``
-    (tasks.analyze) instead of pushing the machine into swap or the OOM killer. The handler is
+    (tasks.outcomes) instead of pushing the machine into swap or the OOM killer. The handler is
     connected once per process (``dispatch_uid``); it only ever fires in a pool process.
     """
 

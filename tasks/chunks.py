@@ -15,15 +15,13 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from celery import Task, shared_task
-from celery.exceptions import SoftTimeLimitExceeded
 
-from core.errors import BlobNotFound, JobCanceled, JobNotFound
+from core.errors import BlobNotFound, JobNotFound
 from core.jobs import Job
 from core.names import (
     ANALYZE_CHUNK_TASK,
@@ -37,21 +35,8 @@ from core.names import (
     upload_key,
 )
 from core.runtime import Runtime
-from tasks.analyze import (
-    INTERNAL_ERROR,
-    MEMORY_EXCEEDED,
-    MISSING_UPLOAD,
-    PROGRESS_INTERVAL_S,
-    STORE_UNAVAILABLE,
-    TIME_LIMIT,
-    TRANSIENT_ERRORS,
-    WORKER_LOST,
-    discard,
-    leave_pool,
-    memory_exceeded_message,
-    runtime_of,
-    store_result,
-)
+from tasks.outcomes import TRANSIENT_ERRORS, check_attempts, discard, job_outcome
+from tasks.steps import after_end, cancel_checker, limits_of, retrier, runtime_of, store_result
 
 if TYPE_CHECKING:
     from analysis.chunks import ChunkPlan
@@ -110,32 +95,13 @@ def start_chunks(runtime: Runtime, job: Job, plan: ChunkPlan) -> str:
     return JobStatus.RUNNING.value
 
 
-def cancel_checker(runtime: Runtime, job_id: str) -> Callable[[str, float], None]:
-    """A progress callback that stops a chunk whose job has ended (canceled, or failed
-    by another chunk). It only reads: the job's percent counts chunks, not fractions."""
-    last = 0.0
-
-    def progress(stage: str, fraction: float) -> None:
-        nonlocal last
-        now = time.monotonic()
-        if now - last < PROGRESS_INTERVAL_S:
-            return
-        last = now
-        if runtime.jobs.get(job_id).status.finished:
-            raise JobCanceled(f"job {job_id} is no longer running")
-
-    return progress
-
-
 def run_chunk(
     runtime: Runtime, job_id: str, index: int, *, retry: Callable[[Exception], None]
 ) -> tuple[str, bool]:
     """The chunk task's body: ``(job status, whether this delivery ended the job)``."""
+    # The analysis stack (librosa, numpy) loads when a task runs, not with the task module.
     from analysis.chunks import ChunkPlan, analyze_chunk
-    from analysis.errors import InvalidAudio
-    from analysis.limits import Limits
 
-    settings = runtime.settings
     try:
         job = runtime.jobs.get(job_id)
         if job.status.finished:
@@ -150,80 +116,22 @@ def run_chunk(
     if attempts is None:
         # Stored by an earlier delivery, which may have died before merging.
         return merge_if_complete(runtime, job)
-    if attempts > settings.task_max_attempts:
-        ended = runtime.jobs.mark_failed(
-            job_id,
-            code=WORKER_LOST,
-            message=f"the worker died {attempts - 1} times analysing chunk {index} of this "
-            f"file (EARSHOT_TASK_MAX_ATTEMPTS={settings.task_max_attempts})",
-        )
-        discard(runtime, job)
-        return JobStatus.FAILED.value, ended
 
-    limits = Limits(
-        max_duration_s=settings.max_duration_s,
-        max_sample_rate=settings.max_sample_rate,
-        max_channels=settings.max_channels,
-        max_decoded_bytes=settings.max_decoded_bytes,
-    )
-    try:
+    with job_outcome(runtime, job, attempts=attempts, retry=retry, chunk=index) as outcome:
+        check_attempts(runtime.settings, attempts)
         plan_json = runtime.blobs.get_bytes(result_prefix(job_id) + CHUNK_PLAN_JSON)
         plan = ChunkPlan.from_dict(json.loads(plan_json))
         with runtime.blobs.local_path(job.upload_key or upload_key(job_id)) as path:
             partial = analyze_chunk(
-                path, plan, index, limits=limits, progress=cancel_checker(runtime, job_id)
+                path,
+                plan,
+                index,
+                limits=limits_of(runtime.settings),
+                progress=cancel_checker(runtime, job_id),
             )
         runtime.blobs.put_bytes(chunk_key(job_id, index), partial.to_bytes())
-    except JobCanceled:
-        log.info("job %s ended while chunk %d ran", job_id, index)
-        current = runtime.jobs.get(job_id)
-        if current.status is JobStatus.CANCELED:
-            discard(runtime, current)
-        return current.status.value, False
-    except InvalidAudio as exc:
-        ended = runtime.jobs.mark_failed(job_id, code=exc.code, message=str(exc))
-        discard(runtime, job)
-        return JobStatus.FAILED.value, ended
-    except BlobNotFound as exc:
-        current = runtime.jobs.get(job_id)
-        if current.status.finished:
-            return current.status.value, False  # a sibling ended the job and removed the files
-        ended = runtime.jobs.mark_failed(job_id, code=MISSING_UPLOAD, message=str(exc))
-        return JobStatus.FAILED.value, ended
-    except SoftTimeLimitExceeded:
-        ended = runtime.jobs.mark_failed(
-            job_id,
-            code=TIME_LIMIT,
-            message=f"chunk {index} took longer than {settings.task_soft_time_limit_s} s "
-            "(EARSHOT_TASK_SOFT_TIME_LIMIT_S)",
-        )
-        discard(runtime, job)
-        return JobStatus.FAILED.value, ended
-    except TRANSIENT_ERRORS as exc:
-        if attempts >= settings.task_max_attempts:
-            ended = runtime.jobs.mark_failed(
-                job_id,
-                code=STORE_UNAVAILABLE,
-                message=f"storage unavailable after {attempts} attempts: {exc}",
-            )
-            return JobStatus.FAILED.value, ended
-        retry(exc)
-        raise
-    except MemoryError:
-        # The pool process's memory cap refused an allocation (see tasks.analyze).
-        ended = runtime.jobs.mark_failed(
-            job_id,
-            code=MEMORY_EXCEEDED,
-            message=memory_exceeded_message(settings, f"chunk {index}"),
-        )
-        discard(runtime, job)
-        return JobStatus.FAILED.value, ended
-    except Exception as exc:
-        log.exception("job %s: chunk %d crashed", job_id, index)
-        ended = runtime.jobs.mark_failed(
-            job_id, code=INTERNAL_ERROR, message=f"{type(exc).__name__}"
-        )
-        return JobStatus.FAILED.value, ended
+    if outcome.status is not None:
+        return outcome.status, outcome.ended
 
     done, total = runtime.jobs.finish_chunk(job_id, index)
     if done < total:
@@ -277,14 +185,7 @@ def merge_if_complete(runtime: Runtime, job: Job) -> tuple[str, bool]:
 def analyze_chunk_task(self: Task, job_id: str, index: int) -> str:
     """Analyse chunk ``index`` of job ``job_id``; the last chunk stored merges the result."""
     runtime = runtime_of(self)
-
-    def retry(exc: Exception) -> None:
-        countdown = min(60, 2 ** max(1, self.request.retries + 1))
-        log.warning(
-            "job %s chunk %d: transient error, retry in %d s: %s", job_id, index, countdown, exc
-        )
-        raise self.retry(exc=exc, countdown=countdown, max_retries=None)
-
+    retry = retrier(self, f"job {job_id} chunk {index}")
     try:
         status, ended = run_chunk(runtime, job_id, index, retry=retry)
     except TRANSIENT_ERRORS as exc:
@@ -292,12 +193,5 @@ def analyze_chunk_task(self: Task, job_id: str, index: int) -> str:
         raise
     if ended:
         # This delivery ended the job: plots and callback, as the single-pass task does.
-        from core.followups import enqueue_webhook, render_after_success
-
-        finished = runtime.jobs.get(job_id)
-        if finished.status is JobStatus.SUCCEEDED:
-            render_after_success(runtime, finished)
-        enqueue_webhook(runtime, finished)
-        if finished.error_code == MEMORY_EXCEEDED:
-            leave_pool(job_id)
+        after_end(runtime, job_id)
     return status

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 
 from celery import Task, shared_task
 
@@ -26,7 +27,8 @@ from core.names import (
     upload_key,
 )
 from core.runtime import Runtime
-from tasks.analyze import TRANSIENT_ERRORS, runtime_of
+from tasks.outcomes import TRANSIENT_ERRORS
+from tasks.steps import limits_of, retrier, runtime_of
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +48,9 @@ def run_render(
     ``retry(exc)`` schedules another delivery for a transient error; on the ``last_try`` the
     error is stored instead.
     """
-    from analysis import Limits
+    # The analysis stack (librosa, numpy) loads when a task runs, not with the task module.
     from analysis.errors import InvalidAudio
+    from analysis.limits import DEFAULT_MAX_DECODED_BYTES
     from analysis.plots import PLOT_SR, load_mono, spectrogram_png, waveform_peaks
 
     try:
@@ -59,11 +62,9 @@ def run_render(
         return "skipped"
     prefix = job.result_prefix
     settings = runtime.settings
-    limits = Limits(
-        max_duration_s=settings.max_duration_s,
-        max_sample_rate=settings.max_sample_rate,
-        max_channels=settings.max_channels,
-    )
+    # Drawn under the library's default bound on the decoded size, as the plots always were,
+    # not EARSHOT_MAX_DECODED_BYTES: the audio of a succeeded job already passed the analysis.
+    limits = replace(limits_of(settings), max_decoded_bytes=DEFAULT_MAX_DECODED_BYTES)
     try:
         document = json.loads(runtime.blobs.get_bytes(prefix + RESULT_JSON))
         beats_s = [float(b) for b in document.get("summary", {}).get("beats_s", [])]
@@ -100,10 +101,5 @@ def render(self: Task, job_id: str) -> str:
     """Draw and store the waveform peaks and spectrogram of job ``job_id``."""
     runtime = runtime_of(self)
     retries = int(self.request.retries or 0)
-
-    def retry(exc: Exception) -> None:
-        countdown = min(60, 2 ** (retries + 1))
-        log.warning("render of job %s: transient error, retry in %d s: %s", job_id, countdown, exc)
-        raise self.retry(exc=exc, countdown=countdown, max_retries=MAX_RETRIES)
-
+    retry = retrier(self, f"render of job {job_id}", max_retries=MAX_RETRIES)
     return run_render(runtime, job_id, retry=retry, last_try=retries >= MAX_RETRIES)

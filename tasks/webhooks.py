@@ -52,6 +52,7 @@ from core.webhooks import (
     resolve_host,
     status_class,
 )
+from tasks.steps import runtime_of
 
 log = logging.getLogger(__name__)
 
@@ -419,8 +420,6 @@ def run_webhook(
 @shared_task(name=WEBHOOK_TASK, bind=True, ignore_result=True, acks_late=True, max_retries=None)
 def webhook(self: Task, job_id: str, attempt: int = 1) -> bool:
     """POST the end of job ``job_id`` to its callback URL, retrying with backoff."""
-    from tasks.analyze import runtime_of
-
     runtime = runtime_of(self)
     retries = int(self.request.retries or 0)
     step = run_webhook(runtime, job_id, attempt=attempt, deferrals=retries - (attempt - 1))

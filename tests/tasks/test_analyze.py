@@ -15,7 +15,7 @@ from core.errors import TransientStoreError
 from core.jobs import JobStore
 from core.names import ANALYZE_TASK, FRAMES_CSV, FRAMES_NPZ, RESULT_JSON, JobStatus
 from core.runtime import Runtime
-from tasks.analyze import WORKER_LOST
+from tasks.outcomes import WORKER_LOST
 from tests.tasks.conftest import submit
 
 
