@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -16,6 +15,7 @@ from analysis.loudness import Loudness, LoudnessMeter
 from analysis.profiles import DEFAULT_PROFILE, Profile, get_profile
 from analysis.progress import Progress, ProgressReporter
 from analysis.rhythm import rhythm
+from analysis.schema import ResultDocument
 
 __all__ = ["Analysis", "Progress", "analyze_file"]
 
@@ -31,8 +31,9 @@ class Analysis:
 
     Attributes
     ----------
-    document : dict
-        JSON-serialisable result document (see docs/result.md); every float is finite.
+    document : ResultDocument
+        JSON-serialisable result document, a plain dict typed by ``analysis.schema`` (see
+        docs/result.md); every float is finite.
     frames : dict[str, np.ndarray]
         Frame-level series, each 1-D float32 of the same length, named in
         ``document["frames"]["names"]``.
@@ -40,7 +41,7 @@ class Analysis:
         Seconds between consecutive frames; frame ``i`` is centred at ``i * hop_s``.
     """
 
-    document: dict[str, Any]
+    document: ResultDocument
     frames: dict[str, np.ndarray]
     hop_s: float
 

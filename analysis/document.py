@@ -18,6 +18,7 @@ from analysis.features import SERIES, SILENCE_THRESHOLD_DB, Features
 from analysis.loudness import DB_FLOOR, Loudness
 from analysis.profiles import get_profile
 from analysis.rhythm import Rhythm
+from analysis.schema import MeanStd, ResultDocument, ResultSummary
 from analysis.tonal import PITCH_CLASSES, estimate_key
 from analysis.version import ANALYZER_VERSION
 
@@ -40,7 +41,7 @@ def result_document(
     features: Features,
     rhythm: Rhythm,
     loudness: Loudness,
-) -> dict[str, Any]:
+) -> ResultDocument:
     """The JSON-serialisable result document of one analysed file.
 
     Parameters
@@ -62,8 +63,9 @@ def result_document(
 
     Returns
     -------
-    dict
-        Every float finite and rounded as docs/result.md states.
+    ResultDocument
+        A plain dict of the shape ``analysis.schema`` types; every float finite and rounded
+        as docs/result.md states.
     """
     params = get_profile(profile)
     series = features.series
@@ -73,7 +75,7 @@ def result_document(
     silent = rms_db < SILENCE_THRESHOLD_DB
     voiced = ~silent
     key = estimate_key(features.chroma.mean())
-    summary: dict[str, Any] = {
+    summary: ResultSummary = {
         "tempo": {"bpm": round(rhythm.bpm, 3), "confidence": round(rhythm.confidence, 4)},
         "beats_s": _floats(rhythm.beats_s, 4),
         "key": {"tonic": key.tonic, "mode": key.mode, "confidence": round(key.confidence, 4)},
@@ -123,7 +125,7 @@ def result_document(
     }
 
 
-def _stats(x: np.ndarray) -> dict[str, float]:
+def _stats(x: np.ndarray) -> MeanStd:
     if x.size == 0:
         return {"mean": 0.0, "std": 0.0}
     return {"mean": round(_finite(np.mean(x)), 6), "std": round(_finite(np.std(x)), 6)}

@@ -10,9 +10,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING
 
 from analysis.profiles import DEFAULT_PROFILE, PROFILES
+
+if TYPE_CHECKING:
+    from analysis.schema import ResultDocument
 
 # Mirrors analysis.PROFILES; kept literal so that `earshot --help` does not import librosa.
 # tests/analysis/test_analyze_cmd.py checks that the two agree.
@@ -48,7 +51,7 @@ def run(name: str, args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _table(path: str, document: dict[str, Any]) -> str:
+def _table(path: str, document: ResultDocument) -> str:
     audio, summary = document["audio"], document["summary"]
     tempo, key, loud = summary["tempo"], summary["key"], summary["loudness"]
     rows = [
