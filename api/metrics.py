@@ -108,7 +108,7 @@ class MetricsMiddleware:
                 upload_bytes().labels(route=route).inc(received)
 
 
-@router.get("/metrics", include_in_schema=False)
+@router.get("/metrics", operation_id="getMetrics", include_in_schema=False)
 def get_metrics(request: Request) -> Response:
     """Prometheus text format: API, worker and queue-depth metrics of this host."""
     runtime = getattr(request.app.state, "runtime", None)

@@ -15,6 +15,7 @@ from fastapi import APIRouter, Header, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from starlette.requests import ClientDisconnect
 
+from analysis.schema import ResultDocument
 from api import errors, problems, uploads
 from api.deps import OwnerDep, RequestIdDep, RuntimeDep
 from api.models import API_PREFIX, Analysis, AnalysisPage, display_filename
@@ -63,27 +64,25 @@ RESULT_FILES: dict[ResultFormat, tuple[str, str]] = {
 }
 
 # OpenAPI links: the id in a created job's body is the job_id of every per-job operation, so a
-# client generator (or a stateful fuzzer) can follow a submit to its job, result and plots.
+# client generator (or a stateful fuzzer) can follow a submit to its job, result and plots. Each
+# link is named after the operationId it leads to.
 _JOB_OPERATIONS = {
-    "GetAnalysis": ("/{job_id}", "get", "The job."),
-    "GetResult": ("/{job_id}/result", "get", "Its result, once succeeded."),
-    "FollowEvents": ("/{job_id}/events", "get", "Its progress as Server-Sent Events."),
-    "GetWaveform": ("/{job_id}/waveform.json", "get", "Its waveform peaks."),
-    "GetSpectrogram": ("/{job_id}/spectrogram.png", "get", "Its spectrogram image."),
-    "CancelAnalysis": ("/{job_id}", "delete", "Cancel it."),
+    "getAnalysis": "The job.",
+    "getAnalysisResult": "Its result, once succeeded.",
+    "getAnalysisEvents": "Its progress as Server-Sent Events.",
+    "getAnalysisWaveform": "Its waveform peaks.",
+    "getAnalysisSpectrogram": "Its spectrogram image.",
+    "cancelAnalysis": "Cancel it.",
 }
 JOB_LINKS: dict[str, Any] = {
-    name: {
-        # A JSON pointer into the document: "~" is "~0" and "/" is "~1" (RFC 6901).
-        "operationRef": "#/paths/"
-        + (API_PREFIX + path).replace("~", "~0").replace("/", "~1")
-        + "/"
-        + method,
+    operation_id: {
+        "operationId": operation_id,
         "parameters": {"job_id": "$response.body#/id"},
         "description": description,
     }
-    for name, (path, method, description) in _JOB_OPERATIONS.items()
+    for operation_id, description in _JOB_OPERATIONS.items()
 }
+
 
 _UPLOAD_BODY: dict[str, Any] = {
     "requestBody": {
@@ -136,6 +135,7 @@ _UPLOAD_BODY: dict[str, Any] = {
 
 @router.post(
     "",
+    operation_id="createAnalysis",
     status_code=202,
     response_model=Analysis,
     summary="Submit audio for analysis",
@@ -361,6 +361,7 @@ def _form_fields(fields: dict[str, str], *, allow: Allowlist) -> tuple[str, Prio
 
 @router.get(
     "",
+    operation_id="listAnalyses",
     response_model=AnalysisPage,
     summary="List analyses",
     description="Your jobs, newest first, a page at a time. Pass `next_cursor` back as "
@@ -391,6 +392,7 @@ def list_analyses(
 
 @router.get(
     "/{job_id}",
+    operation_id="getAnalysis",
     response_model=Analysis,
     summary="Get an analysis",
     description="The job: its status, progress, error when failed, and links to its result.",
@@ -409,6 +411,7 @@ def _job(runtime: Runtime, job_id: str, owner: str) -> Job:
 
 @router.get(
     "/{job_id}/result",
+    operation_id="getAnalysisResult",
     summary="Get the result of an analysis",
     description=(
         "The result of a succeeded job: `format=json` (default) is the result document; "
@@ -418,9 +421,12 @@ def _job(runtime: Runtime, job_id: str, owner: str) -> Job:
     response_class=Response,
     responses={
         200: {
-            "description": "The result file.",
+            "description": "The result file: the result document (docs/result.md) for "
+            "`format=json`, as the worker stored it.",
+            # Documentation only: the route streams the stored bytes, nothing re-serialises
+            # them through this type.
+            "model": ResultDocument,
             "content": {
-                "application/json": {"schema": {"type": "object"}},
                 "text/csv": {"schema": {"type": "string"}},
                 "application/zip": {"schema": {"type": "string", "format": "binary"}},
             },
@@ -513,6 +519,7 @@ def content_disposition(filename: str, extension: str, job_id: str) -> str:
 
 @router.delete(
     "/{job_id}",
+    operation_id="cancelAnalysis",
     response_model=Analysis,
     summary="Cancel an analysis",
     description="Cancel a queued or running job; it answers with the job, now `canceled`. A "

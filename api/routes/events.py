@@ -52,6 +52,7 @@ EVENT_SCHEMA = {
 
 @router.get(
     "/{job_id}/events",
+    operation_id="getAnalysisEvents",
     summary="Follow an analysis as Server-Sent Events",
     description=(
         "A `text/event-stream` of `event: status` messages, each with the job resource (the "

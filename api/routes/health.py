@@ -13,6 +13,7 @@ router = APIRouter(tags=["health"])
 
 @router.get(
     "/healthz",
+    operation_id="getHealth",
     response_model=Health,
     summary="Liveness",
     description="Answers as long as the process serves HTTP; checks no dependency (restarting "
@@ -25,6 +26,7 @@ async def healthz() -> Health:
 
 @router.get(
     "/readyz",
+    operation_id="getReadiness",
     response_model=Readiness,
     summary="Readiness",
     description="Whether the broker, the job store and the blob store answer now. 503 "

@@ -45,6 +45,7 @@ _ERRORS = problems.responses(
 
 @router.get(
     "/{job_id}/waveform.json",
+    operation_id="getAnalysisWaveform",
     summary="Get the waveform peaks of an analysis",
     description=(
         "Min/max pairs of the mono signal in the audiowaveform JSON format (version 2, as "
@@ -76,6 +77,7 @@ def get_waveform(
 
 @router.get(
     "/{job_id}/spectrogram.png",
+    operation_id="getAnalysisSpectrogram",
     summary="Get the spectrogram image of an analysis",
     description=(
         "A 1200 x 400 PNG of the log-mel spectrogram (time in seconds across, frequency in Hz "
