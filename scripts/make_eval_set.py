@@ -185,15 +185,24 @@ def program_change(channel: int, program: int) -> tuple[float, bytes]:
     return (0.0, bytes([0xC0 | channel, program]))
 
 
-def stream_notes(part, offset_shift: float = 0.0) -> list[tuple[float, float, list[int]]]:
-    """(start, length, midi pitches) in quarter notes for every note and chord of a part."""
+def stream_notes(part) -> list[tuple[float, float, list[int], float]]:
+    """(start, length, midi pitches, metrical strength) in quarter notes for every note and chord.
+
+    The strength (music21's ``beatStrength``: 1 on the downbeat, less on weaker beats) sets the
+    velocity, as a player accents the meter: an unaccented stream of equal eighth notes has no
+    audible meter, and its "beat" would be a guess, not a known answer.
+    """
     out = []
     for n in part.stripTies().flatten().notes:
         if "ChordSymbol" in n.classes:
             continue
         pitches = [p.midi for p in n.pitches]
-        out.append((float(n.offset) + offset_shift, float(n.quarterLength), pitches))
+        out.append((float(n.offset), float(n.quarterLength), pitches, float(n.beatStrength)))
     return out
+
+
+def accented(strength: float, rng: random.Random) -> int:
+    return max(1, min(127, round(60 + 40 * strength) + rng.randint(-6, 6)))
 
 
 def chorales(rng: random.Random, count: int, workdir: Path) -> list[Piece]:
@@ -229,9 +238,9 @@ def chorales(rng: random.Random, count: int, workdir: Path) -> list[Piece]:
         events = []
         for ch, part in enumerate(score.parts[:4]):
             events.append(program_change(ch, program))
-            for start, length, pitches in stream_notes(part):
+            for start, length, pitches, strength in stream_notes(part):
                 for p in pitches:
-                    note(events, ch, start, length * 0.95, p, rng.randint(70, 95))
+                    note(events, ch, start, length * 0.95, p, accented(strength, rng))
         name = f"chorales/{Path(str(path)).stem}.wav"
         duration = _render_piece(events, bpm, soundfont, OUT / name, 30.0, workdir)
         if duration < 15.0:
@@ -322,7 +331,10 @@ def folk(rng: random.Random, count: int, workdir: Path) -> list[Piece]:
             for c in score.flatten().getElementsByClass(harmony.ChordSymbol)
             if c.pitches
         ]
-        end = max(s + d for s, d, _ in melody)
+        end = max(s + d for s, d, _, _ in melody)
+        # Repeat on a whole number of bars so the meter keeps its phase across the repeat.
+        bar_q = {"2/4": 2.0, "3/4": 3.0, "4/4": 4.0, "6/8": 3.0}[meter_name]
+        end = float(np.ceil(end / bar_q - 1e-6) * bar_q)
         beat_q = 1.5 if meter_name == "6/8" else 1.0
         bpm = round(rng.uniform(70, 120) if beat_q == 1.5 else rng.uniform(80, 160), 1)
         seconds = 28.0
@@ -332,9 +344,9 @@ def folk(rng: random.Random, count: int, workdir: Path) -> list[Piece]:
         events = [program_change(0, program), program_change(1, pad)]
         for r in range(repeats):
             shift = r * end
-            for start, length, pitches in melody:
+            for start, length, pitches, strength in melody:
                 for p in pitches:
-                    note(events, 0, start + shift, length * 0.9, p, rng.randint(75, 100))
+                    note(events, 0, start + shift, length * 0.9, p, accented(strength, rng))
             for i, (start, pitches) in enumerate(symbols):
                 stop = symbols[i + 1][0] if i + 1 < len(symbols) else end
                 for p in pitches:
