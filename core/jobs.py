@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
+from psycopg.abc import PQGen
 from sqlalchemy import (
     JSON,
     Boolean,
@@ -29,6 +30,7 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    Update,
     create_engine,
     event,
     func,
@@ -36,8 +38,11 @@ from sqlalchemy import (
     text,
     update,
 )
+from sqlalchemy.engine import CursorResult, Dialect
+from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.pool import ConnectionPoolEntry
 
 from core.errors import JobNotFound, TooManyActiveJobs
 from core.names import JobStatus
@@ -173,6 +178,17 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
     return datetime.fromisoformat(created), job_id
 
 
+def _rows_matched(s: Session, statement: Update) -> int:
+    """Run the UPDATE ``statement`` in ``s``; how many rows its WHERE matched.
+
+    ``Session.execute`` is typed as returning a plain ``Result``; for an UPDATE it is the
+    ``CursorResult`` that carries ``rowcount``.
+    """
+    result = s.execute(statement)
+    assert isinstance(result, CursorResult)
+    return result.rowcount
+
+
 # A PostgreSQL statement, commit or ping that gets no whole answer within this many seconds
 # fails as an outage (OperationalError: a task retries, the API answers 503) and closes its
 # connection. Without it a connection whose server went silent (a partition: no FIN, no RST)
@@ -203,7 +219,7 @@ class AnswerBoundConnection(psycopg.Connection[Any]):
 
     answer_timeout_s: float | None = None
 
-    def wait(self, gen: Any, interval: float = 0.1, timeout: float | None = None) -> Any:
+    def wait[RV](self, gen: PQGen[RV], interval: float = 0.1, timeout: float | None = None) -> RV:
         bound = self.answer_timeout_s if timeout is None else timeout
         started = time.monotonic()
         try:
@@ -225,7 +241,7 @@ def make_engine(url: str, *, answer_timeout_s: float | None = DATABASE_ANSWER_TI
         engine = create_engine(url, connect_args={"timeout": 30})
 
         @event.listens_for(engine, "connect")
-        def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+        def _sqlite_pragmas(dbapi_conn: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
             # WAL lets the API read while a worker writes; busy_timeout rides out short locks.
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
@@ -239,7 +255,12 @@ def make_engine(url: str, *, answer_timeout_s: float | None = DATABASE_ANSWER_TI
     )
 
     @event.listens_for(engine, "do_connect")
-    def _bounded_connect(_dialect: Any, _record: Any, cargs: Any, cparams: Any) -> Any:
+    def _bounded_connect(
+        _dialect: Dialect,
+        _record: ConnectionPoolEntry,
+        cargs: tuple[Any, ...],
+        cparams: dict[str, Any],
+    ) -> AnswerBoundConnection:
         conn = AnswerBoundConnection.connect(*cargs, **cparams)
         conn.answer_timeout_s = answer_timeout_s
         return conn
@@ -470,12 +491,14 @@ class JobStore:
     def _transition(self, job_id: str, allowed: tuple[str, ...], **values: Any) -> bool:
         values.setdefault("updated_at", utcnow())
         with self.session() as s:
-            result = s.execute(
-                update(JobRow)
-                .where(JobRow.id == job_id, JobRow.status.in_(allowed))
-                .values(**values)
+            return bool(
+                _rows_matched(
+                    s,
+                    update(JobRow)
+                    .where(JobRow.id == job_id, JobRow.status.in_(allowed))
+                    .values(**values),
+                )
             )
-            return bool(result.rowcount)  # type: ignore[attr-defined]
 
     def mark_running(self, job_id: str) -> bool:
         """Claim the job for a delivery: counts the attempt. False if it is already finished."""
@@ -574,12 +597,13 @@ class JobStore:
         """
         now = utcnow()
         with self.session() as s:
-            result = s.execute(
+            matched = _rows_matched(
+                s,
                 update(JobRow)
                 .where(JobRow.id == job_id, JobRow.status == JobStatus.RUNNING.value)
-                .values(chunks_total=count, updated_at=now)
+                .values(chunks_total=count, updated_at=now),
             )
-            if not result.rowcount:  # type: ignore[attr-defined]
+            if not matched:
                 return False
             have = set(s.scalars(select(JobChunkRow.idx).where(JobChunkRow.job_id == job_id)))
             for idx in range(count):
@@ -598,12 +622,13 @@ class JobStore:
     def claim_chunk(self, job_id: str, idx: int) -> int | None:
         """Count a delivery of chunk ``idx``; its attempts so far, or None when it is done."""
         with self.session() as s:
-            result = s.execute(
+            matched = _rows_matched(
+                s,
                 update(JobChunkRow)
                 .where(JobChunkRow.job_id == job_id, JobChunkRow.idx == idx, ~JobChunkRow.done)
-                .values(attempts=JobChunkRow.attempts + 1, updated_at=utcnow())
+                .values(attempts=JobChunkRow.attempts + 1, updated_at=utcnow()),
             )
-            if not result.rowcount:  # type: ignore[attr-defined]
+            if not matched:
                 return None
             return int(
                 s.scalar(
@@ -623,11 +648,12 @@ class JobStore:
         """
         now = utcnow()
         with self.session() as s:
-            flipped = s.execute(
+            flipped = _rows_matched(
+                s,
                 update(JobChunkRow)
                 .where(JobChunkRow.job_id == job_id, JobChunkRow.idx == idx, ~JobChunkRow.done)
-                .values(done=True, updated_at=now)
-            ).rowcount  # type: ignore[attr-defined]
+                .values(done=True, updated_at=now),
+            )
             if flipped:
                 s.execute(
                     update(JobRow)

@@ -9,8 +9,8 @@ from __future__ import annotations
 import contextlib
 import io
 import threading
-from collections.abc import Iterable, Iterator
-from typing import Any, BinaryIO
+from collections.abc import Buffer, Iterable, Iterator
+from typing import Any, BinaryIO, Protocol
 from urllib.parse import parse_qs, unquote, urlparse
 
 import boto3
@@ -90,10 +90,18 @@ def _translated(bucket: str, key: str | None = None) -> Iterator[None]:
         raise TransientStoreError(f"object store unreachable for {where}: {exc}") from exc
 
 
+class _Body(Protocol):
+    """What ``_BodyReader`` uses of a botocore ``StreamingBody`` (botocore is untyped)."""
+
+    def read(self, amt: int | None = None) -> bytes: ...
+
+    def close(self) -> None: ...
+
+
 class _BodyReader(io.RawIOBase):
     """A botocore StreamingBody as a raw binary file, so it can be buffered like any other."""
 
-    def __init__(self, body: Any, bucket: str, key: str) -> None:
+    def __init__(self, body: _Body, bucket: str, key: str) -> None:
         self._body = body
         self._bucket = bucket
         self._key = key
@@ -101,7 +109,7 @@ class _BodyReader(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer: Any) -> int:
+    def readinto(self, buffer: Buffer) -> int:
         view = memoryview(buffer).cast("B")
         with _translated(self._bucket, self._key):
             data = self._body.read(len(view))
