@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +15,12 @@ from core.jobs import Job, new_job_id
 from core.names import Priority, upload_key
 from core.runtime import Runtime, build_runtime
 from core.settings import Settings
+from tasks.app import TASK_MODULES
+
+# Register every task by name, as a worker does (tasks.app.configure_worker): a test that applies
+# one task may reach another through the queue (an analysis plans chunks, a chunk ends the job).
+for module in TASK_MODULES:
+    importlib.import_module(module)
 
 
 @pytest.fixture
