@@ -145,6 +145,6 @@ def build_runtime(settings: Settings) -> Runtime:
     )
     celery = make_celery(settings)
     runtime = Runtime(settings=settings, jobs=jobs, blobs=blobs, celery=celery)
-    # Workers find the runtime through their Celery app (see tasks.analyze).
+    # Workers find the runtime through their Celery app (see tasks.steps.runtime_of).
     celery.earshot_runtime = runtime
     return runtime
