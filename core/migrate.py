@@ -18,7 +18,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import inspect
 
-from core.jobs import make_engine
+from core.database import make_engine
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection, text
 
-from core.jobs import Base, make_engine
+from core.database import make_engine
+from core.jobs import Base
 
 # Any fixed number: every earshot process contending to migrate one PostgreSQL database
 # takes the same advisory lock, so only one runs the DDL and the others then find it done.

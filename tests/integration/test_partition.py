@@ -37,7 +37,7 @@ import soundfile as sf
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from core.jobs import make_engine
+from core.database import make_engine
 from core.migrate import upgrade
 from core.names import Queue
 from core.runtime import build_runtime

@@ -1,0 +1,97 @@
+"""Connections to the job store's database: SQLite (embedded) or PostgreSQL through psycopg.
+
+How a connection behaves when the database is slow, silent or gone is decided here, apart from
+what the job store does with it (``core.jobs``): SQLite in WAL mode with a busy timeout, and
+PostgreSQL connections whose every wait for an answer is bounded, with TCP keepalives, so a
+network partition fails a statement as an outage instead of hanging its caller.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import psycopg
+from psycopg.abc import PQGen
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import Dialect
+from sqlalchemy.engine.interfaces import DBAPIConnection
+from sqlalchemy.pool import ConnectionPoolEntry
+
+# A PostgreSQL statement, commit or ping that gets no whole answer within this many seconds
+# fails as an outage (OperationalError: a task retries, the API answers 503) and closes its
+# connection. Without it a connection whose server went silent (a partition: no FIN, no RST)
+# blocked its caller until the network healed: /readyz and every upload hung for the whole
+# partition (tests/integration/test_partition.py). Job store statements are indexed reads and
+# single-row updates that answer in milliseconds; migrations, which may wait for another
+# process's advisory lock, pass ``answer_timeout_s=None``.
+DATABASE_ANSWER_TIMEOUT_S = 5.0
+# libpq's connect_timeout covers the TCP connect and the start-up exchange: a new connection
+# to a silent server fails as fast as one already open.
+DATABASE_CONNECT_TIMEOUT_S = 5
+# The kernel's own checks, for a real partition (no acknowledgements at all): an idle pooled
+# connection is probed after 30 s and declared dead after 3 unanswered probes 10 s apart, and
+# data left unacknowledged for 15 s breaks the connection, so a pool does not keep dead
+# connections for the kernel's default ~2 h (keepalive) or ~15 min (retransmissions).
+DATABASE_TCP_OPTIONS: dict[str, Any] = {
+    "connect_timeout": DATABASE_CONNECT_TIMEOUT_S,
+    "keepalives": 1,
+    "keepalives_idle": 30,
+    "keepalives_interval": 10,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 15_000,  # milliseconds
+}
+
+
+class AnswerBoundConnection(psycopg.Connection[Any]):
+    """A psycopg connection whose every wait for the server ends after ``answer_timeout_s``."""
+
+    answer_timeout_s: float | None = None
+
+    def wait[RV](self, gen: PQGen[RV], interval: float = 0.1, timeout: float | None = None) -> RV:
+        bound = self.answer_timeout_s if timeout is None else timeout
+        started = time.monotonic()
+        try:
+            return super().wait(gen, interval, bound)
+        except psycopg.OperationalError as exc:
+            if bound is None or self.closed or time.monotonic() - started < bound:
+                raise
+            # The state of the session is unknown (the statement may yet arrive and run):
+            # the connection is closed, and the pool replaces it.
+            self.pgconn.finish()
+            raise psycopg.OperationalError(
+                f"no answer from the database within {bound:g} s; connection closed"
+            ) from exc
+
+
+def make_engine(url: str, *, answer_timeout_s: float | None = DATABASE_ANSWER_TIMEOUT_S) -> Engine:
+    """The SQLAlchemy engine of ``url`` (SQLite or PostgreSQL through psycopg)."""
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
+            # WAL lets the API read while a worker writes; busy_timeout rides out short locks.
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+
+        return engine
+    engine = create_engine(
+        url, pool_pre_ping=True, pool_size=5, max_overflow=10, connect_args=DATABASE_TCP_OPTIONS
+    )
+
+    @event.listens_for(engine, "do_connect")
+    def _bounded_connect(
+        _dialect: Dialect,
+        _record: ConnectionPoolEntry,
+        cargs: tuple[Any, ...],
+        cparams: dict[str, Any],
+    ) -> AnswerBoundConnection:
+        conn = AnswerBoundConnection.connect(*cargs, **cparams)
+        conn.answer_timeout_s = answer_timeout_s
+        return conn
+
+    return engine
