@@ -27,8 +27,6 @@ import json
 import multiprocessing
 import os
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -41,6 +39,22 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+# Appended, not prepended: with --ref the exported commit goes first and is the code measured.
+sys.path.append(str(ROOT))
+
+from scripts.bench.harness import (  # noqa: E402 - needs ROOT on sys.path
+    THREAD_VARS,
+    Child,
+    HarnessError,
+    WaitTimeout,
+    child_env,
+    free_port,
+    group_cpu_s,
+    port_open,
+    run_earshot,
+    wait_for,
+)
+
 DOC = ROOT / "docs" / "benchmarks.md"
 # scripts/bench.py rewrites everything below its own mark; this section sits above it, between
 # these two, so either script can run without erasing the other's figures.
@@ -52,7 +66,6 @@ CACHE = ROOT / ".bench"
 # What --ref exports: every package a service process imports.
 PACKAGES = ("analysis", "tasks", "api", "earshot")
 
-THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
 CLIP_S = 5.0
 CLIP_SR = 44100
 JOBS = 200
@@ -178,16 +191,8 @@ def export_ref(ref: str) -> tuple[Path, str]:
 
 
 def require_port(port: int, name: str) -> None:
-    with socket.socket() as sock:
-        sock.settimeout(1.0)
-        if sock.connect_ex(("127.0.0.1", port)) != 0:
-            raise BenchError(f"{name} is not reachable on 127.0.0.1:{port}")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    if not port_open(port):
+        raise BenchError(f"{name} is not reachable on 127.0.0.1:{port}")
 
 
 @contextlib.contextmanager
@@ -228,74 +233,6 @@ def postgres_database() -> Iterator[str]:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-class Process:
-    """One `earshot` subcommand in its own process group, logging to a file."""
-
-    def __init__(self, args: list[str], *, env: dict[str, str], log_path: Path) -> None:
-        self.args = args
-        # `python -m` puts the working directory first on sys.path: run from the code measured.
-        cwd = env["PYTHONPATH"].split(os.pathsep)[0]
-        self.log_path = log_path
-        self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
-        self.started = time.perf_counter()
-        self.popen = subprocess.Popen(
-            [sys.executable, "-m", "earshot", *args],
-            cwd=cwd,
-            env=env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-    def text(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def check_alive(self) -> None:
-        code = self.popen.poll()
-        if code is not None:
-            raise BenchError(
-                f"`earshot {' '.join(self.args)}` exited with {code}:\n{self.text()[-3000:]}"
-            )
-
-    def wait_worker_ready(self) -> float:
-        """Seconds from start until Celery says the worker consumes (warm-up included)."""
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while " ready." not in self.text():
-            self.check_alive()
-            if time.monotonic() > deadline:
-                raise BenchError(
-                    f"worker not ready after {START_TIMEOUT_S:.0f} s:\n{self.text()[-3000:]}"
-                )
-            time.sleep(POLL_S)
-        return time.perf_counter() - self.started
-
-    def stop(self) -> None:
-        if self.popen.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.popen.pid, signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.popen.wait(timeout=30)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.popen.pid, signal.SIGKILL)
-        self.popen.wait()
-        self._log.close()
-
-
-def group_cpu_s(pgid: int) -> float:
-    """CPU seconds (user + system) used so far by the live processes of one process group."""
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            # The command name may hold spaces; the fields after its closing parenthesis don't.
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue  # the process ended while we looked
-        if int(fields[2]) == pgid:
-            total += int(fields[11]) + int(fields[12])
-    return total / tick
-
-
 def machine_busy_s() -> float:
     """CPU seconds every process on this machine has used (all but idle and iowait)."""
     fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
@@ -317,15 +254,7 @@ def task_runtimes(log_text: str) -> dict[str, list[float]]:
 
 def service_env(data_dir: Path, numba_cache: Path, **settings: str) -> dict[str, str]:
     # PYTHONPATH (set by main to the code measured) comes with os.environ.
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EARSHOT_")}
-    env["EARSHOT_DATA_DIR"] = str(data_dir)
-    env["NUMBA_CACHE_DIR"] = str(numba_cache)
-    # INFO, the default: the worker's "ready." line is an INFO line, and a deployment logs so.
-    env["EARSHOT_LOG_LEVEL"] = "INFO"
-    env["EARSHOT_LOG_FORMAT"] = "json"
-    env.update(dict.fromkeys(THREAD_VARS, "1"))
-    env.update({f"EARSHOT_{k.upper()}": v for k, v in settings.items()})
-    return env
+    return child_env(data_dir, numba_cache, single_thread=True, log_format="json", **settings)
 
 
 @dataclass
@@ -335,11 +264,11 @@ class Stack:
     url: str
     env: dict[str, str]
     workdir: Path
-    processes: list[Process] = field(default_factory=list)
+    processes: list[Child] = field(default_factory=list)
     store: Any = None
 
-    def start(self, args: list[str], name: str) -> Process:
-        process = Process(args, env=self.env, log_path=self.workdir / f"{name}.log")
+    def start(self, args: list[str], name: str) -> Child:
+        process = Child(args, env=self.env, log_path=self.workdir / f"{name}.log")
         self.processes.append(process)
         return process
 
@@ -355,16 +284,7 @@ def running_api(env: dict[str, str], workdir: Path) -> Iterator[Stack]:
     from core.jobs import JobStore
     from core.settings import Settings
 
-    migrate = subprocess.run(
-        [sys.executable, "-m", "earshot", "migrate"],
-        cwd=env["PYTHONPATH"].split(os.pathsep)[0],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if migrate.returncode != 0:
-        raise BenchError(f"earshot migrate failed:\n{migrate.stdout}{migrate.stderr}")
+    run_earshot(["migrate"], env=env)
     port = free_port()
     stack = Stack(url=f"http://127.0.0.1:{port}", env=env, workdir=workdir)
     settings = Settings(
@@ -372,16 +292,18 @@ def running_api(env: dict[str, str], workdir: Path) -> Iterator[Stack]:
     )
     stack.store = JobStore(settings.effective_database_url)
     api = stack.start(["serve", "--port", str(port)], "api")
+
+    def api_ready() -> bool:
+        api.check_alive()
+        with contextlib.suppress(httpx.HTTPError):
+            return httpx.get(f"{stack.url}/readyz", timeout=2).status_code == 200
+        return False
+
     try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            api.check_alive()
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{stack.url}/readyz", timeout=2).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise BenchError(f"API not ready after {START_TIMEOUT_S:.0f} s:\n{api.text()}")
-            time.sleep(POLL_S)
+        try:
+            wait_for(api_ready, what="the API's /readyz", timeout=START_TIMEOUT_S, poll=POLL_S)
+        except WaitTimeout as exc:
+            raise BenchError(f"{exc}:\n{api.log()[-3000:]}") from None
         yield stack
     finally:
         for process in reversed(stack.processes):
@@ -509,9 +431,9 @@ def throughput(mode: str, stack: Stack, clips: list[Path]) -> Throughput:
         ],
         "worker-" + "".join(c if c.isalnum() else "-" for c in mode),
     )
-    worker.wait_worker_ready()
+    worker.wait_worker_ready(timeout=START_TIMEOUT_S, poll=POLL_S)
     log(f"  {mode}: submitting {len(clips)} clips …")
-    groups = {"api": stack.processes[0].popen.pid, "worker": worker.popen.pid}
+    groups = {"api": stack.processes[0].pid, "worker": worker.pid}
     cpu_before = {name: group_cpu_s(pgid) for name, pgid in groups.items()}
     own_before = time.process_time()
     machine_before = machine_busy_s()
@@ -533,7 +455,7 @@ def throughput(mode: str, stack: Stack, clips: list[Path]) -> Throughput:
         queue_s=[rows[i]["started"] - rows[i]["created"] for i in by_id],
         run_s=[rows[i]["finished"] - rows[i]["started"] for i in by_id],
         cpu_s=cpu,
-        task_s=task_runtimes(worker.text()),
+        task_s=task_runtimes(worker.log()),
     )
     # The same clips again: each answer is a finished job reusing the stored result.
     again = clips[: min(CACHED_JOBS, len(clips))]
@@ -565,13 +487,13 @@ def cold_start(stack: Stack, clips: list[Path], numba_cache: Path, label: str) -
     from core.names import RENDER_TASK
 
     env = {**stack.env, "NUMBA_CACHE_DIR": str(numba_cache)}
-    worker = Process(
+    worker = Child(
         ["worker", "--queues=earshot.interactive,earshot.render", "--concurrency=1"],
         env=env,
         log_path=stack.workdir / f"worker-cold-{label.split()[0]}.log",
     )
     stack.processes.append(worker)
-    ready = worker.wait_worker_ready()
+    ready = worker.wait_worker_ready(timeout=START_TIMEOUT_S, poll=POLL_S)
     latencies = []
     with httpx.Client(timeout=60) as client:
         for done, path in enumerate(clips, 1):
@@ -579,12 +501,12 @@ def cold_start(stack: Stack, clips: list[Path], numba_cache: Path, label: str) -
             row = wait_finished(stack, [sent.job_id])[sent.job_id]
             latencies.append(row["finished"] - sent.sent_at)
             deadline = time.monotonic() + JOB_TIMEOUT_S
-            while len(task_runtimes(worker.text()).get(RENDER_TASK, [])) < done:
+            while len(task_runtimes(worker.log()).get(RENDER_TASK, [])) < done:
                 worker.check_alive()
                 if time.monotonic() > deadline:
                     raise BenchError(f"render {done} unfinished after {JOB_TIMEOUT_S} s")
                 time.sleep(POLL_S)
-    renders = task_runtimes(worker.text())[RENDER_TASK]
+    renders = task_runtimes(worker.log())[RENDER_TASK]
     worker.stop()
     stack.processes.remove(worker)
     return ColdStart(label, ready, latencies, renders)
@@ -838,6 +760,6 @@ def main(argv: list[str] | None = None) -> int:
 if __name__ == "__main__":
     try:
         sys.exit(main())
-    except BenchError as exc:
+    except (BenchError, HarnessError) as exc:
         log(f"bench_service: {exc}")
         sys.exit(1)

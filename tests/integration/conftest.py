@@ -10,11 +10,7 @@ import contextlib
 import hashlib
 import os
 import shutil
-import signal
-import socket
 import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,6 +20,10 @@ import pytest
 from core.jobs import Job, new_job_id
 from core.names import Priority, upload_key
 from core.runtime import Runtime
+from scripts.bench import harness
+
+# Re-exported: the integration tests import it from here.
+from scripts.bench.harness import free_port as free_port
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLES = REPO / "samples"
@@ -36,32 +36,21 @@ WAIT_S = 180.0
 
 def require_port(port: int, name: str) -> None:
     """Skip when nothing listens on 127.0.0.1:``port``; fail instead when ``CI`` is set."""
-    with socket.socket() as sock:
-        sock.settimeout(1.0)
-        if sock.connect_ex(("127.0.0.1", port)) == 0:
-            return
+    if harness.port_open(port):
+        return
     message = f"{name} is not reachable on 127.0.0.1:{port}"
     if os.environ.get("CI"):
         pytest.fail(f"{message} (CI=true: integration tests must not skip)")
     pytest.skip(message)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def wait_for[T](probe: Callable[[], T | None], *, what: str, timeout: float = WAIT_S) -> T:
     """Poll ``probe`` until it returns something truthy; fail with ``what`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"gave up waiting for {what} after {timeout:.0f} s")
-        time.sleep(0.1)
+    try:
+        return harness.wait_for(probe, what=what, timeout=timeout)
+    except harness.WaitTimeout as exc:
+        message = str(exc)
+    pytest.fail(message)
 
 
 def sample_files() -> list[Path]:
@@ -69,56 +58,24 @@ def sample_files() -> list[Path]:
     return sorted(p for p in SAMPLES.glob("*") if p.suffix.lower() in AUDIO_SUFFIXES)
 
 
-class Service:
-    """An ``earshot`` subcommand running as a child process with its own log file."""
+class Service(harness.Child):
+    """An ``earshot`` subcommand running as a child process with its own log file
+    (scripts/bench/harness.py's `Child`, failing the test instead of raising)."""
 
     def __init__(
         self, args: list[str], *, env: dict[str, str], log: Path, cwd: Path = REPO
     ) -> None:
-        self.log_path = log
-        self._log = open(log, "wb")  # noqa: SIM115 - closed in stop()
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "earshot", *args],
-            cwd=cwd,
-            env=env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            # Its own process group, so stop() also reaches Celery's pool processes.
-            start_new_session=True,
-        )
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+        super().__init__(args, env=env, log_path=log, cwd=cwd)
 
     def assert_alive(self) -> None:
-        code = self.process.poll()
-        if code is not None:
-            pytest.fail(f"{self.process.args} exited with {code}:\n{self.log()[-4000:]}")
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
-        if self.process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, sig)
-            try:
-                self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGKILL)
-        self._log.close()
-        return int(self.process.returncode)
+        message = self.exit_message()
+        if message is not None:
+            pytest.fail(message)
 
 
 def service_env(data_dir: Path, numba_cache: Path, **settings: str) -> dict[str, str]:
     """The environment of a child process: this checkout importable, EARSHOT_* as given."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EARSHOT_")}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    env["EARSHOT_DATA_DIR"] = str(data_dir)
-    env["NUMBA_CACHE_DIR"] = str(numba_cache)
-    env["EARSHOT_LOG_LEVEL"] = "INFO"
-    env.update({f"EARSHOT_{k.upper()}": v for k, v in settings.items()})
-    return env
+    return harness.child_env(data_dir, numba_cache, code=REPO, **settings)
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,235 @@
+"""Real `earshot` child processes, for the benchmarks and the end-to-end tests alike.
+
+scripts/bench_service.py, scripts/bench_chunks.py and tests/integration/conftest.py all start
+`python -m earshot …` with its own log file, in its own session, wait until it is ready, read
+what it has used, and stop it with its whole process group (Celery's pool included). This is
+that one harness. It is plain stdlib and raises `HarnessError`s; the pytest side (fail, skip)
+stays in the conftest.
+
+Import it as ``scripts.bench.harness`` with the repository root on ``sys.path`` (the tests have
+it; the bench scripts append it). It imports none of our packages, so a bench run against an
+exported commit (``--ref``) still loads that commit's code, not the working tree's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+# Thread pools of the numeric libraries: one thread each, as a deployment with one worker
+# process per core should run.
+THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
+# The line Celery logs (at INFO) once a worker consumes, after earshot's warm-up.
+WORKER_READY = " ready."
+# Bound of a child's graceful stop before its process group is killed.
+STOP_TIMEOUT_S = 30.0
+
+
+class HarnessError(Exception):
+    """Raised when a child process or a wait for it cannot go on."""
+
+
+class ChildExited(HarnessError):
+    """Raised when a child process that should be running has exited."""
+
+
+class WaitTimeout(HarnessError):
+    """Raised when a condition waited for has not come true within its bound."""
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listened on a moment ago."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def port_open(port: int, *, host: str = "127.0.0.1", timeout: float = 1.0) -> bool:
+    """Whether something accepts TCP connections on ``host``:``port``."""
+    with socket.socket() as sock:
+        sock.settimeout(timeout)
+        return sock.connect_ex((host, port)) == 0
+
+
+def wait_for[T](
+    probe: Callable[[], T | None], *, what: str, timeout: float, poll: float = 0.1
+) -> T:
+    """Poll ``probe`` until it returns something truthy, and return that.
+
+    Raises `WaitTimeout` naming ``what`` after ``timeout`` seconds. Whatever ``probe`` raises
+    (e.g. `ChildExited` from `Child.check_alive`) ends the wait at once.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise WaitTimeout(f"gave up waiting for {what} after {timeout:.0f} s")
+        time.sleep(poll)
+
+
+def child_env(
+    data_dir: Path,
+    numba_cache: Path,
+    *,
+    code: Path | None = None,
+    single_thread: bool = False,
+    **settings: str,
+) -> dict[str, str]:
+    """The environment of an `earshot` child: this one without any EARSHOT_*, then
+    EARSHOT_DATA_DIR, NUMBA_CACHE_DIR, EARSHOT_LOG_LEVEL=INFO (the worker's ready line is an INFO
+    line) and ``settings`` as EARSHOT_<NAME>.
+
+    ``code``, when given, goes first on PYTHONPATH: the checkout (or exported commit) the child
+    runs. ``single_thread`` sets every `THREAD_VARS` to 1.
+    """
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EARSHOT_")}
+    if code is not None:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(code), env.get("PYTHONPATH")]))
+    env["EARSHOT_DATA_DIR"] = str(data_dir)
+    env["NUMBA_CACHE_DIR"] = str(numba_cache)
+    env["EARSHOT_LOG_LEVEL"] = "INFO"
+    if single_thread:
+        env.update(dict.fromkeys(THREAD_VARS, "1"))
+    env.update({f"EARSHOT_{k.upper()}": v for k, v in settings.items()})
+    return env
+
+
+def code_root(env: dict[str, str]) -> Path:
+    """The checkout a child with ``env`` runs: the first PYTHONPATH entry.
+
+    `python -m` puts the working directory first on sys.path, so a child must also start there.
+    """
+    first = env.get("PYTHONPATH", "").split(os.pathsep)[0]
+    if not first:
+        raise HarnessError("PYTHONPATH is empty: no checkout to run `python -m earshot` from")
+    return Path(first)
+
+
+def run_earshot(
+    args: list[str], *, env: dict[str, str], cwd: Path | None = None, timeout: float = 300.0
+) -> subprocess.CompletedProcess[str]:
+    """Run a short `earshot` command (e.g. ``migrate``) to its end; raise if it fails."""
+    done = subprocess.run(
+        [sys.executable, "-m", "earshot", *args],
+        cwd=cwd or code_root(env),
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=timeout,
+    )
+    if done.returncode != 0:
+        raise HarnessError(f"`earshot {' '.join(args)}` failed:\n{done.stdout}{done.stderr}")
+    return done
+
+
+def group_cpu_s(pgid: int) -> float:
+    """User + system CPU seconds of the live processes of process group ``pgid``."""
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            # The command name may hold spaces and parentheses; the fields after its last ")"
+            # don't: state ppid pgrp session ... utime (12th after it) stime (13th).
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # the process ended while we looked
+        if int(fields[2]) == pgid:
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+class Child:
+    """``python -m earshot ARGS`` in its own session and process group, logging to a file.
+
+    ``cwd`` defaults to the first PYTHONPATH entry of ``env`` (see `code_root`).
+    """
+
+    def __init__(
+        self,
+        args: list[str],
+        *,
+        env: dict[str, str],
+        log_path: Path,
+        cwd: Path | None = None,
+    ) -> None:
+        self.args = list(args)
+        self.log_path = log_path
+        self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.started = time.perf_counter()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "earshot", *self.args],
+            cwd=cwd or code_root(env),
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            # Its own session and process group, so stop() also reaches Celery's pool processes.
+            start_new_session=True,
+        )
+
+    @property
+    def pid(self) -> int:
+        """The child's pid, which is also its process group and session id."""
+        return self.process.pid
+
+    def log(self) -> str:
+        """Everything the child has written to stdout and stderr so far."""
+        return self.log_path.read_text(errors="replace")
+
+    def exit_message(self, tail: int = 4000) -> str | None:
+        """Why the child is not running (its exit code and the end of its log), or None."""
+        code = self.process.poll()
+        if code is None:
+            return None
+        return f"`earshot {' '.join(self.args)}` exited with {code}:\n{self.log()[-tail:]}"
+
+    def check_alive(self) -> None:
+        """Raise `ChildExited` (with the end of the log) if the child has exited."""
+        message = self.exit_message()
+        if message is not None:
+            raise ChildExited(message)
+
+    def wait_log(self, needle: str, *, what: str, timeout: float, poll: float = 0.1) -> float:
+        """Wait until the log holds ``needle``; seconds since the start. Fails if the child dies."""
+
+        def probe() -> bool:
+            self.check_alive()
+            return needle in self.log()
+
+        try:
+            wait_for(probe, what=what, timeout=timeout, poll=poll)
+        except WaitTimeout as exc:
+            raise WaitTimeout(f"{exc}:\n{self.log()[-3000:]}") from None
+        return time.perf_counter() - self.started
+
+    def wait_worker_ready(self, *, timeout: float, poll: float = 0.1) -> float:
+        """Wait for a worker's ready line (its warm-up done); seconds since the start."""
+        return self.wait_log(
+            WORKER_READY, what="the worker to be ready", timeout=timeout, poll=poll
+        )
+
+    def cpu_s(self) -> float:
+        """CPU seconds used so far by the child's live processes (its pool included)."""
+        return group_cpu_s(self.process.pid)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = STOP_TIMEOUT_S) -> int:
+        """Send ``sig`` to the process group, wait up to ``timeout``, then SIGKILL the group
+        (stragglers included) and close the log; the child's exit code."""
+        if self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, sig)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(timeout=timeout)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+        self._log.close()
+        return int(self.process.returncode)
