@@ -90,23 +90,28 @@ def limits_of(settings: Settings) -> Limits:
 
 def progress_writer(runtime: Runtime, job_id: str) -> Callable[[str, float], None]:
     """A ``progress(stage, fraction)`` callback that stops the analysis of a canceled job."""
-    last = 0.0
 
-    def progress(stage: str, fraction: float) -> None:
-        nonlocal last
-        now = time.monotonic()
-        if now - last < PROGRESS_INTERVAL_S:
-            return
-        last = now
-        if not runtime.jobs.update_progress(job_id, stage=stage, percent=100.0 * fraction):
-            raise JobCanceled(f"job {job_id} is no longer running")
+    def write(stage: str, fraction: float) -> bool:
+        return runtime.jobs.update_progress(job_id, stage=stage, percent=100.0 * fraction)
 
-    return progress
+    return _every_interval(write, job_id)
 
 
 def cancel_checker(runtime: Runtime, job_id: str) -> Callable[[str, float], None]:
     """A progress callback that stops a chunk whose job has ended (canceled, or failed
     by another chunk). It only reads: the job's percent counts chunks, not fractions."""
+
+    def still_running(_stage: str, _fraction: float) -> bool:
+        return not runtime.jobs.get(job_id).status.finished
+
+    return _every_interval(still_running, job_id)
+
+
+def _every_interval(
+    step: Callable[[str, float], bool], job_id: str
+) -> Callable[[str, float], None]:
+    """A progress callback running ``step`` at most every PROGRESS_INTERVAL_S; when it answers
+    False (the job is no longer running) the analysis stops with JobCanceled."""
     last = 0.0
 
     def progress(stage: str, fraction: float) -> None:
@@ -115,7 +120,7 @@ def cancel_checker(runtime: Runtime, job_id: str) -> Callable[[str, float], None
         if now - last < PROGRESS_INTERVAL_S:
             return
         last = now
-        if runtime.jobs.get(job_id).status.finished:
+        if not step(stage, fraction):
             raise JobCanceled(f"job {job_id} is no longer running")
 
     return progress
