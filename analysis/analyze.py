@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from analysis.decode import AudioSource, downmix, mono_resampler, open_audio
-from analysis.document import file_sha256, result_document
+from analysis.document import Analysis, describe, file_sha256
 from analysis.features import FeatureExtractor, Features
 from analysis.limits import Limits
 from analysis.loudness import Loudness, LoudnessMeter
 from analysis.profiles import DEFAULT_PROFILE, Profile, get_profile
 from analysis.progress import Progress, ProgressReporter
-from analysis.rhythm import rhythm
-from analysis.schema import ResultDocument
 
 __all__ = ["Analysis", "Progress", "analyze_file"]
 
@@ -23,27 +18,6 @@ __all__ = ["Analysis", "Progress", "analyze_file"]
 # "decode" covers most of the work; "features" is the last chunk.
 _DECODE_END = 0.85
 _FEATURES_END = 0.9
-
-
-@dataclass(frozen=True)
-class Analysis:
-    """The result of ``analyze_file``.
-
-    Attributes
-    ----------
-    document : ResultDocument
-        JSON-serialisable result document, a plain dict typed by ``analysis.schema`` (see
-        docs/result.md); every float is finite.
-    frames : dict[str, np.ndarray]
-        Frame-level series, each 1-D float32 of the same length, named in
-        ``document["frames"]["names"]``.
-    hop_s : float
-        Seconds between consecutive frames; frame ``i`` is centred at ``i * hop_s``.
-    """
-
-    document: ResultDocument
-    frames: dict[str, np.ndarray]
-    hop_s: float
 
 
 def analyze_file(
@@ -86,20 +60,17 @@ def analyze_file(
     with open_audio(path, limits=limits) as source:
         info = source.info
         features, loudness, duration_s = _decode_and_extract(source, params, report)
-    sha256 = file_sha256(path)
-    rhy = rhythm(features.series["onset_strength"], params.sr, hop_length=params.hop_length)
-    report("rhythm", 0.95)
-    document = result_document(
+    analysis = describe(
         info,
-        sha256=sha256,
+        sha256=file_sha256(path),
         duration_s=duration_s,
         profile=profile,
         features=features,
-        rhythm=rhy,
         loudness=loudness,
+        progress=report,
     )
     report("done", 1.0)
-    return Analysis(document=document, frames=features.series, hop_s=params.hop_length / params.sr)
+    return analysis
 
 
 def _decode_and_extract(

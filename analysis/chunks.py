@@ -32,16 +32,14 @@ from typing import Any
 
 import numpy as np
 
-from analysis.analyze import Analysis
 from analysis.decode import AudioInfo, downmix, mono_resampler, open_audio
-from analysis.document import file_sha256, result_document
+from analysis.document import Analysis, describe, file_sha256
 from analysis.errors import UnreadableAudio
-from analysis.features import SERIES, FeatureExtractor, Features, Moments
+from analysis.features import MATRICES, SERIES, FeatureExtractor, Features, Moments
 from analysis.limits import Limits
 from analysis.loudness import Levels, LoudnessMeter, loudness_from_steps, step_samples
 from analysis.profiles import DEFAULT_PROFILE, get_profile
 from analysis.progress import Progress, ProgressReporter
-from analysis.rhythm import rhythm
 
 # Seconds decoded before a chunk's span: soxr's HQ filter and the K-weighting filter settle
 # within tens of milliseconds, so one second leaves their start-up far below float32 noise.
@@ -138,6 +136,8 @@ class Partial:
         Each name of ``features.SERIES``: float32 values of the frames the chunk owns.
     mfcc, contrast, chroma : Moments
         Running moments over the chunk's frames.
+    matrices : dict[str, np.ndarray]
+        Each name of ``features.MATRICES``: float32 ``(k, frames)`` of the frames the chunk owns.
     tuning : float
         The chunk's own tuning estimate (the merge reports chunk 0's, which is the file's).
     steps : np.ndarray [shape=(n_steps,)]
@@ -157,6 +157,7 @@ class Partial:
     mfcc: Moments
     contrast: Moments
     chroma: Moments
+    matrices: dict[str, np.ndarray]
     tuning: float
     steps: np.ndarray
     peak: float
@@ -167,6 +168,7 @@ class Partial:
     def to_bytes(self) -> bytes:
         """An NPZ archive of the partial (uncompressed: it is read back once, soon)."""
         arrays: dict[str, Any] = {f"series_{name}": v for name, v in self.series.items()}
+        arrays.update({f"matrix_{name}": v for name, v in self.matrices.items()})
         for name in ("mfcc", "contrast", "chroma"):
             moments: Moments = getattr(self, name)
             arrays[f"{name}_total"] = moments.total
@@ -199,6 +201,7 @@ class Partial:
                 mfcc=moments["mfcc"],
                 contrast=moments["contrast"],
                 chroma=moments["chroma"],
+                matrices={name: npz[f"matrix_{name}"] for name in MATRICES},
                 tuning=tuning,
                 steps=npz["steps"],
                 peak=peak,
@@ -388,6 +391,12 @@ def analyze_chunk(
         )
         for name, values in features.series.items()
     }
+    matrices = {
+        name: np.ascontiguousarray(
+            values[:, preroll:] if n_owned is None else values[:, preroll : preroll + n_owned]
+        )
+        for name, values in features.matrices.items()
+    }
     first_meter_step = meter_start // span.step
     steps = meter.steps[span.first_step - first_meter_step :]
     if span.end_step is not None:
@@ -400,6 +409,7 @@ def analyze_chunk(
         mfcc=features.mfcc,
         contrast=features.contrast,
         chroma=features.chroma,
+        matrices=matrices,
         tuning=features.tuning,
         steps=steps,
         peak=levels.peak,
@@ -450,9 +460,11 @@ def merge(plan: ChunkPlan, partials: list[Partial], *, sha256: str) -> Analysis:
         contrast=_sum_moments([p.contrast for p in partials]),
         chroma=_sum_moments([p.chroma for p in partials]),
         tuning=partials[0].tuning,
+        matrices={
+            name: np.concatenate([p.matrices[name] for p in partials], axis=1) for name in MATRICES
+        },
     )
     duration_s = partials[-1].end_sample / params.sr
-    rhy = rhythm(series["onset_strength"], params.sr, hop_length=params.hop_length)
     # The steps of consecutive spans are the whole file's steps: gated as one signal.
     loudness = loudness_from_steps(
         np.concatenate([p.steps for p in partials]),
@@ -463,16 +475,14 @@ def merge(plan: ChunkPlan, partials: list[Partial], *, sha256: str) -> Analysis:
             samples=sum(p.samples for p in partials),
         ),
     )
-    document = result_document(
+    return describe(
         plan.info,
         sha256=sha256,
         duration_s=duration_s,
         profile=plan.profile,
         features=features,
-        rhythm=rhy,
         loudness=loudness,
     )
-    return Analysis(document=document, frames=series, hop_s=params.hop_length / params.sr)
 
 
 def analyze_file_chunked(

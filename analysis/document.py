@@ -1,13 +1,17 @@
 """The result document: the JSON a job returns, built from the pieces of an analysis.
 
-Both pipelines end here (``analyze_file`` and the chunked ``merge``), so a file gets the same
-document whichever way it was analysed. Its fields are described in docs/result.md.
+Both pipelines end here (``analyze_file`` and the chunked ``merge`` call ``describe``), so a
+file gets the same document whichever way it was analysed: every whole-file estimate (tempo,
+key, structure, scores) is made in ``describe`` from the streamed features. Its fields are
+described in docs/result.md.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +21,74 @@ from analysis.decode import AudioInfo
 from analysis.features import SERIES, SILENCE_THRESHOLD_DB, Features
 from analysis.loudness import DB_FLOOR, Loudness
 from analysis.profiles import get_profile
-from analysis.rhythm import Rhythm
+from analysis.rhythm import Rhythm, rhythm
 from analysis.schema import MeanStd, ResultDocument, ResultSummary
 from analysis.tonal import PITCH_CLASSES, estimate_key
 from analysis.version import ANALYZER_VERSION
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """The result of ``analyze_file`` (and of the chunked ``merge``).
+
+    Attributes
+    ----------
+    document : ResultDocument
+        JSON-serialisable result document, a plain dict typed by ``analysis.schema`` (see
+        docs/result.md); every float is finite.
+    frames : dict[str, np.ndarray]
+        Frame-level series, each 1-D float32 of the same length, named in
+        ``document["frames"]["names"]``.
+    hop_s : float
+        Seconds between consecutive frames; frame ``i`` is centred at ``i * hop_s``.
+    segments : list[dict]
+        Short acoustically uniform units (docs/result.md, "Segments"), delivered beside the
+        document as ``segments.json``: a long file has thousands.
+    """
+
+    document: ResultDocument
+    frames: dict[str, np.ndarray]
+    hop_s: float
+    segments: list[dict[str, Any]] = field(default_factory=list)
+
+
+def describe(
+    info: AudioInfo,
+    *,
+    sha256: str,
+    duration_s: float,
+    profile: str,
+    features: Features,
+    loudness: Loudness,
+    progress: Callable[[str, float], None] | None = None,
+) -> Analysis:
+    """Every whole-file estimate from the streamed features, and the ``Analysis`` of the file.
+
+    Parameters
+    ----------
+    info, sha256, duration_s, profile, features, loudness
+        As for ``result_document``.
+    progress : callable(stage, fraction) or None
+        Told when rhythm is done (at 0.95 overall).
+
+    Returns
+    -------
+    Analysis
+    """
+    params = get_profile(profile)
+    rhy = rhythm(features.series["onset_strength"], params.sr, hop_length=params.hop_length)
+    if progress is not None:
+        progress("rhythm", 0.95)
+    document = result_document(
+        info,
+        sha256=sha256,
+        duration_s=duration_s,
+        profile=profile,
+        features=features,
+        rhythm=rhy,
+        loudness=loudness,
+    )
+    return Analysis(document=document, frames=features.series, hop_s=params.hop_length / params.sr)
 
 
 def file_sha256(path: str | Path) -> str:

@@ -26,6 +26,8 @@ from analysis.spectral import (
 )
 from analysis.tonal import estimate_tuning
 
+# Per-frame vectors kept whole (``Features.matrices``): name -> rows.
+MATRICES = {"chroma": 12, "mfcc": 20}
 # Frames per STFT chunk: ~47 s at hop 512 and 22050 Hz. Spectral contrast's dB floor is
 # relative to the chunk's loudest frame, as if spectral_contrast were called per chunk.
 CHUNK_FRAMES = 2048
@@ -92,7 +94,10 @@ class Features:
 
     ``series`` holds 1-D float32 arrays of ``n_frames``; ``mfcc``, ``contrast`` and ``chroma``
     hold running moments over frames; ``tuning`` is the estimated deviation from A440 in
-    fractions of a chroma bin.
+    fractions of a chroma bin. ``matrices`` holds the per-frame vectors the structure and
+    key analyses need, each float32 of shape ``(k, n_frames)``: ``"chroma"`` (12 pitch
+    classes, C first, each frame max-normalised; silent frames near zero) and ``"mfcc"``
+    (20 coefficients). An hour at hop 512 is ~20 MB of them.
     """
 
     series: dict[str, np.ndarray]
@@ -100,6 +105,7 @@ class Features:
     contrast: Moments
     chroma: Moments
     tuning: float
+    matrices: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def n_frames(n_samples: int, hop_length: int) -> int:
@@ -150,6 +156,7 @@ class FeatureExtractor:
         self._tuning = 0.0
         self._prev_mel_db: np.ndarray | None = None
         self._parts: dict[str, list[np.ndarray]] = {name: [] for name in SERIES}
+        self._rows: dict[str, list[np.ndarray]] = {name: [] for name in MATRICES}
         self._mfcc = Moments(n_mfcc)
         self._contrast = Moments(7)
         self._chroma = Moments(12)
@@ -188,12 +195,22 @@ class FeatureExtractor:
             env = series["onset_strength"]
             env[shift:] = env[:-shift].copy()
             env[:shift] = 0.0
+        matrices = {
+            name: np.ascontiguousarray(
+                np.concatenate(rows, axis=0)[:total].T
+                if rows
+                else np.zeros((0, MATRICES[name]), np.float32).T,
+                dtype=np.float32,
+            )
+            for name, rows in self._rows.items()
+        }
         return Features(
             series=series,
             mfcc=self._mfcc,
             contrast=self._contrast,
             chroma=self._chroma,
             tuning=self._tuning,
+            matrices=matrices,
         )
 
     def _append(self, y: np.ndarray) -> None:
@@ -301,7 +318,9 @@ class FeatureExtractor:
         # power_to_db(ref=1, amin=1e-10, top_db=None), written out to skip its input checks.
         mel = power @ self._mel_T
         mel_db = np.maximum(10.0 * np.log10(np.maximum(mel, 1e-10)), self._mel_floor_db)
-        self._mfcc.add((mel_db @ self._dct).T)
+        mfcc = mel_db @ self._dct
+        self._mfcc.add(mfcc.T)
+        self._rows["mfcc"].append(mfcc.astype(np.float32, copy=False))
         # Onset strength as librosa computes it: mean positive change of log-mel per frame,
         # carried across chunk boundaries.
         previous = mel_db[:1] if self._prev_mel_db is None else self._prev_mel_db
@@ -315,6 +334,10 @@ class FeatureExtractor:
             top = chroma.max(axis=1, keepdims=True)
             chroma /= np.where(top > _MIN_POWER, top, 1.0)
             self._chroma.add(chroma[voiced].T)
+            self._rows["chroma"].append(np.where(voiced[:, None], chroma, 0.0).astype(np.float32))
+        else:
+            # Before the first sound (no tuning yet, so no chroma basis): silent frames.
+            self._rows["chroma"].append(np.zeros((S.shape[0], 12), np.float32))
 
 
 @dataclass(frozen=True)

@@ -150,6 +150,9 @@ def test_partials_survive_a_round_trip_and_merge_in_any_order(long_file: Path) -
     partials += [analyze_chunk(long_file, plan, i) for i in (2, 0)]
     merged = merge(plan, partials, sha256="0" * 64)
     assert merged.document["frames"]["count"] == sum(p.series["rms"].size for p in partials)
+    for p in partials:  # per-frame chroma and MFCC tile the same frames as the series
+        assert p.matrices["chroma"].shape == (12, p.series["rms"].size)
+        assert p.matrices["mfcc"].shape == (20, p.series["rms"].size)
     with pytest.raises(ValueError, match="not chunks"):
         merge(plan, partials[:3], sha256="0" * 64)
 

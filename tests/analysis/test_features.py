@@ -81,3 +81,18 @@ def test_tuning_estimate_is_librosas(rng: np.random.Generator, semitones: float)
     assert ours == float(librosa.estimate_tuning(S=S, sr=sr, n_fft=2048))
     # librosa's estimate itself is this close at n_fft 2048 (bins ~11 Hz apart).
     assert ours == pytest.approx(semitones, abs=0.05)
+
+
+def test_per_frame_matrices_are_librosas_chroma_and_mfcc(noisy_chord: np.ndarray):
+    sr = 22050
+    features = spectral_features(noisy_chord, sr, chunk_frames=37)
+    n = features.series["rms"].size
+    assert features.matrices["chroma"].shape == (12, n)
+    assert features.matrices["mfcc"].shape == (20, n)
+    # librosa's own chroma with the same tuning, frame by frame.
+    chroma = librosa.feature.chroma_stft(y=noisy_chord, sr=sr, tuning=features.tuning)
+    np.testing.assert_allclose(features.matrices["chroma"], chroma, atol=2e-3)
+    # The moments the document reports are the matrices' statistics.
+    np.testing.assert_allclose(features.matrices["mfcc"].mean(axis=1), features.mfcc.mean(), 1e-4)
+    # C, E and G are the chord's pitch classes: the strongest rows of the chroma.
+    assert set(np.argsort(features.matrices["chroma"].mean(axis=1))[-3:]) == {0, 4, 7}
