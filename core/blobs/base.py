@@ -43,6 +43,19 @@ class BlobStore(ABC):
             while chunk := f.read(chunk_size):
                 yield chunk
 
+    def iter_range(
+        self, key: str, start: int, length: int, chunk_size: int = CHUNK_BYTES
+    ) -> Iterator[bytes]:
+        """The ``length`` bytes of the blob from offset ``start`` (fewer if it ends first).
+
+        For HTTP Range requests. The default seeks in ``open``'s stream (a local file); a
+        backend whose streams cannot seek reads the range from the store instead. Raises
+        BlobNotFound on the first ``next``.
+        """
+        with self.open(key) as f:
+            f.seek(start)
+            yield from read_upto(f, length, chunk_size)
+
     @abstractmethod
     def exists(self, key: str) -> bool: ...
 
@@ -72,6 +85,17 @@ class BlobStore(ABC):
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(name)
+
+
+def read_upto(f: BinaryIO, length: int, chunk_size: int) -> Iterator[bytes]:
+    """Chunks of ``f`` until ``length`` bytes were read or it ended."""
+    remaining = length
+    while remaining > 0:
+        chunk = f.read(min(chunk_size, remaining))
+        if not chunk:
+            return
+        remaining -= len(chunk)
+        yield chunk
 
 
 def check_key(key: str) -> str:

@@ -17,7 +17,7 @@ import boto3
 import botocore.exceptions
 from botocore.config import Config
 
-from core.blobs.base import CHUNK_BYTES, BlobStore, check_key
+from core.blobs.base import CHUNK_BYTES, BlobStore, check_key, read_upto
 from core.errors import BlobNotFound, ConfigurationError, TransientStoreError
 
 # S3 needs every part but the last to be at least 5 MiB; 8 MiB is boto3's own default and
@@ -292,6 +292,22 @@ class S3BlobStore(BlobStore):
         with _translated(self.bucket, key):
             response = self.client.get_object(Bucket=self.bucket, Key=full_key)
         return io.BufferedReader(_BodyReader(response["Body"], self.bucket, key), CHUNK_BYTES)
+
+    def iter_range(
+        self, key: str, start: int, length: int, chunk_size: int = CHUNK_BYTES
+    ) -> Iterator[bytes]:
+        # A ranged GET: the store sends only these bytes (a seek on the body would read
+        # and drop everything before them).
+        if length <= 0:
+            return
+        full_key = self._key(key)
+        self._ensure_bucket()
+        with _translated(self.bucket, key):
+            response = self.client.get_object(
+                Bucket=self.bucket, Key=full_key, Range=f"bytes={start}-{start + length - 1}"
+            )
+        with io.BufferedReader(_BodyReader(response["Body"], self.bucket, key), chunk_size) as f:
+            yield from read_upto(f, length, chunk_size)
 
     def exists(self, key: str) -> bool:
         try:

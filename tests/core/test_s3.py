@@ -95,6 +95,18 @@ def test_streaming_read(store: BlobStore, rng: random.Random) -> None:
     assert b"".join(chunks) == data
 
 
+def test_range_reads_are_the_bytes_at_those_offsets(store: BlobStore, rng: random.Random) -> None:
+    data = rng.randbytes(2 * MIB + 77)
+    store.put_bytes("uploads/ranged", data)
+    # First byte, one across a chunk boundary, the tail, and one running past the end.
+    for start, length in [(0, 1), (MIB - 5, 10), (2 * MIB, 77), (2 * MIB + 70, 500), (9, 0)]:
+        chunks = list(store.iter_range("uploads/ranged", start, length, chunk_size=4096))
+        assert b"".join(chunks) == data[start : start + length], (start, length)
+        assert all(len(c) <= 4096 for c in chunks)
+    with pytest.raises(BlobNotFound):
+        next(store.iter_range("uploads/missing", 0, 10))
+
+
 def test_local_path_holds_the_blob(store: BlobStore) -> None:
     store.put_bytes("uploads/clip", b"RIFF....WAVEfmt ")
     with store.local_path("uploads/clip", suffix=".wav") as path:
