@@ -7,7 +7,7 @@ one float per 100 ms, and so costs no memory worth mentioning even for hours of 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numba
 import numpy as np
@@ -61,12 +61,19 @@ def k_weighting_sos(sr: float) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Loudness:
-    """Loudness and level figures of a whole file (all channels, native rate)."""
+    """Loudness and level figures of a whole file (all channels, native rate).
+
+    ``steps`` (K-weighted energy of each 100 ms step, float64) and ``step`` (native samples
+    per step) are what the figures were gated from, kept so that a part of the file (a
+    section) can be measured the same way: ``integrated_loudness(steps[a:b], step)``.
+    """
 
     integrated_lufs: float
     loudness_range_lu: float
     peak_dbfs: float
     clipping_ratio: float
+    steps: np.ndarray = field(default_factory=lambda: np.zeros(0), compare=False, repr=False)
+    step: int = 0
 
 
 def step_samples(sr: int) -> int:
@@ -130,6 +137,8 @@ def loudness_from_steps(steps: np.ndarray, *, step: int, levels: Levels) -> Loud
         loudness_range_lu=float(lra),
         peak_dbfs=float(max(peak, DB_FLOOR)),
         clipping_ratio=float(levels.clipped / levels.samples) if levels.samples else 0.0,
+        steps=steps,
+        step=step,
     )
 
 
