@@ -153,3 +153,15 @@ class PlotUnavailable(ApiError):
     """Raised when a plot of a succeeded analysis could not be drawn (the result is unaffected)."""
 
     status, code, title = 404, "plot_unavailable", "Plot unavailable"
+
+
+class AudioUnavailable(ApiError):
+    """Raised when an analysis's uploaded audio is no longer stored (canceled or failed job)."""
+
+    status, code, title = 404, "audio_unavailable", "Audio unavailable"
+
+
+class RangeNotSatisfiable(ApiError):
+    """Raised when no range of a Range header lies within the file (or there are too many)."""
+
+    status, code, title = 416, "range_not_satisfiable", "Range not satisfiable"

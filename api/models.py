@@ -57,6 +57,11 @@ class Links(BaseModel):
     spectrogram: str | None = Field(
         None, description="Log-mel spectrogram PNG with beats; null until succeeded."
     )
+    audio: str | None = Field(
+        None,
+        description="The uploaded file, with HTTP Range support (for a player); null once "
+        "the job failed or was canceled (its upload is deleted then).",
+    )
 
 
 class WebhookDelivery(BaseModel):
@@ -174,6 +179,9 @@ class Analysis(BaseModel):
                 npz=f"{own}/result?format=npz" if done else None,
                 waveform=f"{own}/waveform.json" if done else None,
                 spectrogram=f"{own}/spectrogram.png" if done else None,
+                audio=(
+                    None if job.status in (JobStatus.FAILED, JobStatus.CANCELED) else f"{own}/audio"
+                ),
             ),
         )
 

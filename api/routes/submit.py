@@ -44,6 +44,7 @@ _JOB_OPERATIONS = {
     "getAnalysisEvents": "Its progress as Server-Sent Events.",
     "getAnalysisWaveform": "Its waveform peaks.",
     "getAnalysisSpectrogram": "Its spectrogram image.",
+    "getAnalysisAudio": "Its uploaded audio (HTTP Range).",
     "cancelAnalysis": "Cancel it.",
 }
 JOB_LINKS: dict[str, Any] = {

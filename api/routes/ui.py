@@ -26,8 +26,12 @@ STATIC = {
 # Revalidate every time: the files are tiny and a stale app.js after an upgrade would talk
 # to an API it does not know.
 CACHE_CONTROL = "no-cache"
-# The page loads nothing from elsewhere; blob: URLs are the fetched plots.
-CSP = "default-src 'self'; img-src 'self' blob: data:; object-src 'none'; base-uri 'none'"
+# The page loads nothing from elsewhere; blob: URLs are the fetched plots (and, with an API
+# key, the fetched audio: an <audio> element cannot send an Authorization header).
+CSP = (
+    "default-src 'self'; img-src 'self' blob: data:; media-src 'self' blob:; "
+    "object-src 'none'; base-uri 'none'"
+)
 
 
 @lru_cache(maxsize=len(STATIC))

@@ -30,6 +30,7 @@ def test_succeeded_job_links_to_its_result(done: dict) -> None:
         "npz": f"{base}/result?format=npz",
         "waveform": f"{base}/waveform.json",
         "spectrogram": f"{base}/spectrogram.png",
+        "audio": f"{base}/audio",
     }
 
 
