@@ -1,8 +1,10 @@
-"""Frame-level series as downloadable files: CSV for spreadsheets, NPZ for numpy."""
+"""Frame-level series as downloadable files: CSV for spreadsheets, NPZ for numpy; the segments
+as JSON."""
 
 from __future__ import annotations
 
 import io
+import json
 from typing import Any
 
 import numpy as np
@@ -45,3 +47,21 @@ def frames_to_npz(analysis: Analysis) -> bytes:
     arrays.update({name: np.asarray(v, np.float32) for name, v in analysis.frames.items()})
     np.savez_compressed(out, **arrays)
     return out.getvalue()
+
+
+def segments_to_json(analysis: Analysis) -> bytes:
+    """UTF-8 JSON: the list of ``analysis.segments`` (docs/result.md, "Segments"), numbers as
+    plain floats (a numpy scalar is not JSON) and never NaN."""
+    return json.dumps(_plain(analysis.segments), allow_nan=False, separators=(",", ":")).encode()
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | np.ndarray):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    return value

@@ -17,7 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import metrics, problems, uploads
 from api.deps import REQUEST_ID_HEADER, api_keys, request_id_from
-from api.routes import analyses, audio, docs, events, health, plots, submit, ui
+from api.routes import analyses, audio, docs, events, health, plots, submit, ui, views
 from core.logs import log_context
 from core.runtime import Runtime, build_runtime
 from core.settings import Settings, get_settings
@@ -158,6 +158,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app.include_router(submit.router)
     app.include_router(analyses.router)
     app.include_router(plots.router)
+    app.include_router(views.router)
     app.include_router(audio.router)
     app.include_router(events.router)
     app.include_router(ui.router)

@@ -60,6 +60,9 @@ def result_prefix(job_id: str) -> str:
 RESULT_JSON = "result.json"
 FRAMES_CSV = "frames.csv"
 FRAMES_NPZ = "frames.npz"
+# The segments of the analysis (Analysis.segments): thousands in a long file, so beside the
+# document rather than in it; served as ``result?format=segments`` and in ``audio-analysis``.
+SEGMENTS_JSON = "segments.json"
 # Plots, written by the render task after the job succeeded; RENDER_ERROR_JSON instead when
 # rendering failed for good (the result itself stays available).
 WAVEFORM_JSON = "waveform.json"

@@ -18,7 +18,14 @@ from celery.exceptions import Reject
 
 from core.errors import JobCanceled
 from core.followups import enqueue_webhook, render_after_success
-from core.names import FRAMES_CSV, FRAMES_NPZ, RESULT_JSON, JobStatus, result_prefix
+from core.names import (
+    FRAMES_CSV,
+    FRAMES_NPZ,
+    RESULT_JSON,
+    SEGMENTS_JSON,
+    JobStatus,
+    result_prefix,
+)
 from core.runtime import Runtime, build_runtime
 from core.settings import Settings, get_settings
 from tasks.outcomes import MEMORY_EXCEEDED, leave_pool
@@ -127,12 +134,14 @@ def _every_interval(
 
 
 def store_result(runtime: Runtime, job_id: str, analysis: Any) -> str:
-    """Write frames.csv, frames.npz, then result.json (last: it marks a whole result)."""
-    from analysis.export import frames_to_csv, frames_to_npz
+    """Write frames.csv, frames.npz, segments.json, then result.json (last: it marks a whole
+    result)."""
+    from analysis.export import frames_to_csv, frames_to_npz, segments_to_json
 
     prefix = result_prefix(job_id)
     runtime.blobs.put_bytes(prefix + FRAMES_CSV, frames_to_csv(analysis))
     runtime.blobs.put_bytes(prefix + FRAMES_NPZ, frames_to_npz(analysis))
+    runtime.blobs.put_bytes(prefix + SEGMENTS_JSON, segments_to_json(analysis))
     document = json.dumps(analysis.document, ensure_ascii=False, allow_nan=False).encode()
     runtime.blobs.put_bytes(prefix + RESULT_JSON, document)
     return prefix

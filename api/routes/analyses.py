@@ -25,6 +25,7 @@ from core.names import (
     FRAMES_CSV,
     FRAMES_NPZ,
     RESULT_JSON,
+    SEGMENTS_JSON,
     JobStatus,
 )
 from core.runtime import Runtime
@@ -43,6 +44,7 @@ class ResultFormat(StrEnum):
     JSON = "json"
     CSV = "csv"
     NPZ = "npz"
+    SEGMENTS = "segments"
 
 
 # format -> (file under the result prefix, media type)
@@ -51,7 +53,10 @@ RESULT_FILES: dict[ResultFormat, tuple[str, str]] = {
     ResultFormat.CSV: (FRAMES_CSV, "text/csv; charset=utf-8"),
     # An .npz is a zip archive of .npy arrays (numpy.savez).
     ResultFormat.NPZ: (FRAMES_NPZ, "application/zip"),
+    ResultFormat.SEGMENTS: (SEGMENTS_JSON, "application/json"),
 }
+# The file name a download gets, after the upload's stem.
+EXTENSIONS = {ResultFormat.SEGMENTS: "segments.json"}
 
 
 @router.get(
@@ -110,8 +115,10 @@ def _job(runtime: Runtime, job_id: str, owner: str) -> Job:
     summary="Get the result of an analysis",
     description=(
         "The result of a succeeded job: `format=json` (default) is the result document; "
-        "`csv` and `npz` are the per-frame features. Results are immutable: they carry an "
-        "`ETag` and may be cached forever; `If-None-Match` answers 304."
+        "`csv` and `npz` are the per-frame features; `segments` is the JSON list of the "
+        "file's segments (docs/result.md, Segments; 404 for a result made before segments "
+        "were stored). Results are immutable: they carry an `ETag` and may be cached forever; "
+        "`If-None-Match` answers 304."
     ),
     response_class=Response,
     responses={
@@ -146,7 +153,7 @@ def get_result(
     job_id: JobId,
     runtime: RuntimeDep,
     owner: OwnerDep,
-    format: Annotated[ResultFormat, Query(description="`json`, `csv` or `npz`.")] = (
+    format: Annotated[ResultFormat, Query(description="`json`, `csv`, `npz` or `segments`.")] = (
         ResultFormat.JSON
     ),
     if_none_match: Annotated[str | None, Header(alias="If-None-Match")] = None,
@@ -158,13 +165,20 @@ def get_result(
     headers = {
         "ETag": etag,
         "Cache-Control": IMMUTABLE,
-        "Content-Disposition": content_disposition(job.filename, format.value, job.id),
+        "Content-Disposition": content_disposition(
+            job.filename, EXTENSIONS.get(format, format.value), job.id
+        ),
     }
     if if_none_match is not None and etag_matches(if_none_match, etag):
         return Response(status_code=304, headers={k: headers[k] for k in ("ETag", "Cache-Control")})
     try:
         headers["Content-Length"] = str(runtime.blobs.size(key))
     except BlobNotFound:
+        if format is ResultFormat.SEGMENTS:
+            raise errors.NotFound(
+                f"analysis {job.id} has no stored segments: its analyzer version predates them; "
+                "submit the file again for a new analysis"
+            ) from None
         log.error("job %s succeeded but %s is missing", job.id, key)
         raise errors.ApiError(f"the stored result of analysis {job.id} is missing") from None
     return StreamingResponse(runtime.blobs.iter_chunks(key), media_type=media_type, headers=headers)

@@ -29,6 +29,7 @@ SAMPLES = sorted(p for p in (REPO / "samples").iterdir() if p.suffix != ".md")
 LOWER_CAMEL = re.compile(r"[a-z]+(?:[A-Z0-9][a-z0-9]*)*")
 METHODS = {"get", "put", "post", "delete", "patch", "head", "options", "trace"}
 RESULT = "/v1/analyses/{job_id}/result"
+VIEWS = ("audio-features", "audio-analysis")
 
 
 @pytest.fixture
@@ -73,11 +74,12 @@ def test_links_lead_to_existing_operations(openapi: dict[str, Any]) -> None:
             assert link["parameters"] == {"job_id": "$response.body#/id"}
 
 
-def validator(openapi: dict[str, Any]) -> Draft202012Validator:
-    """A validator of the result document against the served schema, $refs resolved in it."""
+def validator(openapi: dict[str, Any], path: str = RESULT) -> Draft202012Validator:
+    """A validator of what ``GET path`` answers (the result document by default) against the
+    served schema, $refs resolved in it."""
     resource = Resource.from_contents(openapi, default_specification=DRAFT202012)
     registry: Registry = Registry().with_resource("urn:openapi", resource)
-    json_schema = openapi["paths"][RESULT]["get"]["responses"]["200"]["content"]
+    json_schema = openapi["paths"][path]["get"]["responses"]["200"]["content"]
     ref = json_schema["application/json"]["schema"]["$ref"]
     return Draft202012Validator({"$ref": "urn:openapi" + ref}, registry=registry)
 
@@ -157,6 +159,8 @@ def test_real_results_validate_against_the_served_schema(
     client: TestClient, openapi: dict[str, Any], profile: str
 ) -> None:
     check = validator(openapi)
+    # The Spotify-shaped views of the same results (api/routes/views.py).
+    views = {name: validator(openapi, f"/v1/analyses/{{job_id}}/{name}") for name in VIEWS}
     assert len(SAMPLES) >= 18
     for sample in SAMPLES:
         r = upload(client, sample.read_bytes(), filename=sample.name, profile=profile)
@@ -167,9 +171,16 @@ def test_real_results_validate_against_the_served_schema(
         errors = [e.message for e in check.iter_errors(document)]
         assert errors == [], f"{sample.name} ({profile}): {errors}"
         assert document["profile"] == profile
+        for name, view_check in views.items():
+            view = client.get(f"/v1/analyses/{job_id}/{name}").json()
+            errors = [e.message for e in view_check.iter_errors(view)]
+            assert errors == [], f"{name} of {sample.name} ({profile}): {errors}"
     # The schema is strict enough to refuse what a real document is not.
     for broken in _broken(document):
         assert not check.is_valid(broken)
+    features = client.get(f"/v1/analyses/{job_id}/audio-features").json()
+    for field, wrong in (("key", 12), ("mode", -1), ("time_signature", 2), ("energy", 1.5)):
+        assert not views["audio-features"].is_valid({**features, field: wrong}), field
 
 
 def _broken(document: dict[str, Any]) -> Iterator[dict[str, Any]]:
