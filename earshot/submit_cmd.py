@@ -27,6 +27,8 @@ from typing import Any
 
 import httpx
 
+# The profile names only: analysis.profiles imports nothing beyond the standard library.
+from analysis.profiles import DEFAULT_PROFILE, PROFILES
 from earshot.batch.discover import DEFAULT_PATTERNS, discover, output_paths
 from earshot.batch.engine import Batch, Options
 from earshot.batch.manifest import MANIFEST_NAME, Manifest
@@ -219,7 +221,7 @@ def run_submit(args: argparse.Namespace) -> int:
             reporter.finish()
             manifest.compact()
             manifest.close()
-            rows = build_summary(out, manifest)
+            rows = build_summary(out, manifest, (inp.rel for inp in found.inputs))
 
     succeeded = sum(
         1
@@ -354,7 +356,12 @@ def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
             help="file name glob to pick from folders, repeatable (default: common audio "
             "extensions); a glob with '/' matches the path relative to the folder",
         )
-        parser.add_argument("--profile", default="standard", help="analysis profile")
+        parser.add_argument(
+            "--profile",
+            default=DEFAULT_PROFILE,
+            choices=PROFILES,
+            help="analysis profile (default: %(default)s; docs/result.md, Profiles)",
+        )
         parser.add_argument(
             "--priority",
             choices=("interactive", "batch"),

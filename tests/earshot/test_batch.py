@@ -20,11 +20,12 @@ import pytest
 
 from earshot.batch.discover import discover
 from earshot.batch.manifest import Manifest
-from earshot.batch.summary import build_summary, flatten, summary_row, write_summary
+from earshot.batch.summary import build_summary, summary_row, write_summary
 from earshot.client import UsageError, result_url
 from earshot.client.files import idempotency_key
 from earshot.client.http import backoff_delay, parse_retry_after
 from earshot.submit_cmd import check_api_url, parse_formats
+from tests.earshot.batch_doc import documented_columns
 
 
 def touch(path: Path, data: bytes = b"x") -> Path:
@@ -170,46 +171,122 @@ def test_formats_always_include_the_result_document() -> None:
         parse_formats("json,xml")
 
 
+# A result document written by hand: each value below is what its column must read.
 RESULT: dict[str, Any] = {
-    "audio": {"duration_s": 8.0, "sample_rate": 44100, "channels": 2, "format": "wav"},
+    "analyzer_version": "9.9.9",
+    "profile": "fast",
+    "audio": {
+        "duration_s": 8.0,
+        "sample_rate": 44100,
+        "channels": 2,
+        "format": "wav",
+        "codec": "pcm_16",
+        "sha256": "ab" * 32,
+    },
     "summary": {
         "tempo": {"bpm": 120.2, "confidence": 0.9},
-        "key": {"tonic": "C", "mode": "major", "confidence": 0.8},
-        "loudness": {"integrated_lufs": -14.5, "true_peak_dbtp": -1.0},
         "beats_s": [0.5, 1.0, 1.5],
-        "mfcc_mean": [float(i) for i in range(13)],
-        "long": list(range(100)),
+        "meter": {"beats_per_bar": 3, "confidence": 0.7},
+        "key": {"tonic": "C", "mode": "major", "confidence": 0.8},
+        "loudness": {"integrated_lufs": -14.5, "peak_dbfs": -1.0, "rms_mean_db": -20.0},
+        "sections": [{"start_s": 0.0}, {"start_s": 4.0}],
+        "scores": {"energy": 0.25, "valence": None},
+        "spectral_centroid_hz": {"mean": 1500.0, "std": 100.0},
+        "mfcc": {"mean": [float(i) for i in range(20)], "std": [0.5] * 20},
+        "chroma": {
+            "pitch_classes": ["C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B"],
+            "mean": [i / 100 for i in range(12)],
+        },
     },
     "frames": {"names": ["rms"]},
 }
 
 
-def test_flatten_keeps_scalars_numbers_short_lists_and_drops_event_times() -> None:
-    flat = flatten(RESULT["summary"])
-    assert flat["tempo.bpm"] == 120.2
-    assert flat["mfcc_mean.12"] == 12.0
-    assert not any(k.startswith(("beats_s", "long")) for k in flat)
+def read_summary(path: Path) -> tuple[list[str], dict[str, dict[str, str]]]:
+    with path.open(newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        rows = {row["path"]: row for row in reader}
+        return list(reader.fieldnames or []), rows
 
 
-def test_summary_row_leads_with_the_main_columns_then_every_other_scalar() -> None:
-    row = summary_row("sub/a.wav", RESULT)
-    assert list(row)[:6] == ["path", "duration_s", "tempo_bpm", "key", "mode", "loudness_lufs"]
-    assert row["tempo_bpm"] == 120.2 and row["key"] == "C" and row["mode"] == "major"
-    assert row["summary.loudness.true_peak_dbtp"] == -1.0
-    assert "summary.tempo.bpm" not in row
-    assert not any(k.startswith("frames") for k in row)
+def test_summary_csv_has_a_row_per_input_with_its_outcome_and_the_documented_columns(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "out"
+    manifest = Manifest(out / "manifest.jsonl")
+    manifest.open()
+    (out / "sub").mkdir()
+    (out / "sub" / "a.wav.json").write_text(json.dumps(RESULT), encoding="utf-8")
+    manifest.append({"path": "sub/a.wav", "status": "succeeded", "job_id": "j1", "profile": "x"})
+    error = {"code": "unreadable_audio", "message": "not audio: truncated FLAC"}
+    manifest.append({"path": "b.flac", "status": "failed", "job_id": "j2", "error": error})
+    manifest.append({"path": "c.ogg", "status": "running", "job_id": "j3", "profile": "fast"})
+    manifest.append({"path": "gone.wav", "status": "succeeded", "job_id": "j4"})
+    manifest.close()
 
+    assert build_summary(out, manifest, ["sub/a.wav", "b.flac", "c.ogg", "d.mp3"]) == 5
 
-def test_summary_csv_has_one_row_per_file_and_the_union_of_columns(tmp_path: Path) -> None:
-    partial = {"audio": {"duration_s": 1.0}, "summary": {"key": {"tonic": "A", "mode": "minor"}}}
-    write_summary(
-        tmp_path / "summary.csv", [summary_row("b.wav", RESULT), summary_row("a.wav", partial)]
+    header, rows = read_summary(out / "summary.csv")
+    assert header == documented_columns()
+    assert list(rows) == ["b.flac", "c.ogg", "d.mp3", "gone.wav", "sub/a.wav"]
+    failed = rows["b.flac"]
+    assert (failed["status"], failed["error"], failed["job_id"]) == (
+        "failed",
+        "unreadable_audio",
+        "j2",
     )
-    with (tmp_path / "summary.csv").open(newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    assert [r["path"] for r in rows] == ["a.wav", "b.wav"]
-    assert rows[0]["key"] == "A" and rows[0]["tempo_bpm"] == ""
-    assert float(rows[1]["tempo_bpm"]) == 120.2
+    assert failed["error_message"] == "not audio: truncated FLAC" and failed["tempo_bpm"] == ""
+    assert (rows["c.ogg"]["status"], rows["c.ogg"]["error"]) == ("running", "")
+    assert rows["d.mp3"]["status"] == "not_submitted" and rows["d.mp3"]["job_id"] == ""
+    assert rows["gone.wav"]["status"] == "succeeded"
+    assert rows["gone.wav"]["error"] == "result_unreadable"
+
+    row = rows["sub/a.wav"]
+    assert (row["status"], row["error"], row["job_id"]) == ("succeeded", "", "j1")
+    assert (row["profile"], row["analyzer_version"]) == ("fast", "9.9.9")
+    assert (row["format"], row["codec"], row["sha256"]) == ("wav", "pcm_16", "ab" * 32)
+    assert (row["key"], row["mode"]) == ("C", "major")
+    numbers = {
+        "duration_s": 8.0,
+        "sample_rate_hz": 44100,
+        "channels": 2,
+        "tempo_bpm": 120.2,
+        "tempo_confidence": 0.9,
+        "beat_count": 3,
+        "beats_per_bar": 3,
+        "meter_confidence": 0.7,
+        "key_confidence": 0.8,
+        "section_count": 2,
+        "loudness_lufs": -14.5,
+        "peak_dbfs": -1.0,
+        "rms_db_mean": -20.0,
+        "energy": 0.25,
+        "spectral_centroid_hz_mean": 1500.0,
+        "spectral_centroid_hz_std": 100.0,
+        "mfcc_01_mean": 0.0,
+        "mfcc_20_mean": 19.0,
+        "mfcc_07_std": 0.5,
+        "chroma_C_mean": 0.0,
+        "chroma_C#_mean": 0.01,
+        "chroma_A_mean": 0.09,
+        "chroma_B_mean": 0.11,
+    }
+    assert {name: float(row[name]) for name in numbers} == numbers
+    # Fields the document does not have, or has as null, are empty cells, not zeros.
+    assert row["valence"] == row["danceability"] == row["end_of_fade_in_s"] == ""
+    assert row["spectral_contrast_01_db_mean"] == row["loudness_range_lu"] == ""
+
+
+def test_chroma_columns_follow_the_documents_pitch_classes(tmp_path: Path) -> None:
+    names = ["A", "A#", "B", "C", "C#", "D", "D#", "E", "F", "F#", "G", "G#"]
+    doc = {"summary": {"chroma": {"pitch_classes": names, "mean": [i / 10 for i in range(12)]}}}
+    write_summary(
+        tmp_path / "summary.csv",
+        [summary_row("x.wav", {"status": "succeeded"}, doc)],
+    )
+    _, rows = read_summary(tmp_path / "summary.csv")
+    assert float(rows["x.wav"]["chroma_A_mean"]) == 0.0
+    assert float(rows["x.wav"]["chroma_C_mean"]) == 0.3
 
 
 def test_the_client_starts_without_importing_the_analysis_stack() -> None:
@@ -245,7 +322,7 @@ def test_summary_csv_neutralises_formula_text_and_keeps_numbers_numbers(tmp_path
             "audio": {"duration_s": 8.0, "sample_rate": 44100, "format": "=1+1"},
             "summary": {
                 "key": {"tonic": "@A", "mode": "-minor"},
-                "loudness": {"integrated_lufs": -14.2, "true_peak_dbtp": -1.0},
+                "loudness": {"integrated_lufs": -14.2, "peak_dbfs": -1.0},
                 "tempo": {"bpm": 120.0},
             },
         }
@@ -259,8 +336,8 @@ def test_summary_csv_neutralises_formula_text_and_keeps_numbers_numbers(tmp_path
         header, *rows = list(csv.reader(fh))
     assert len(rows) == len(HOSTILE_NAMES)
     col = {name: i for i, name in enumerate(header)}
-    text_columns = ("path", "key", "mode", "audio.format")
-    number_columns = ("duration_s", "tempo_bpm", "loudness_lufs", "audio.sample_rate")
+    text_columns = ("path", "key", "mode", "format")
+    number_columns = ("duration_s", "tempo_bpm", "loudness_lufs", "sample_rate_hz", "peak_dbfs")
     names = set()
     for row in rows:
         for cell in row:
@@ -273,8 +350,7 @@ def test_summary_csv_neutralises_formula_text_and_keeps_numbers_numbers(tmp_path
             assert path.startswith("'") and path[1:].startswith(FORMULA_STARTS), path
         for name in text_columns[1:]:
             assert row[col[name]].startswith("'"), (name, row[col[name]])
-        assert [float(row[col[name]]) for name in number_columns] == [8.0, 120.0, -14.2, 44100]
-        assert float(row[col["summary.loudness.true_peak_dbtp"]]) == -1.0
+        assert [float(row[col[name]]) for name in number_columns] == [8.0, 120.0, -14.2, 44100, -1]
     assert names == set(HOSTILE_NAMES)
     assert (row[col["key"]], row[col["mode"]]) == ("'@A", "'-minor")
 

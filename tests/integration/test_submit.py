@@ -21,6 +21,7 @@ import httpx
 import numpy as np
 import pytest
 
+from tests.earshot.batch_doc import documented_columns
 from tests.integration.submit_fixtures import (
     REPO,
     SAMPLES,
@@ -141,9 +142,22 @@ def test_batch_with_broken_files_then_a_repeat_that_sends_nothing(
             assert written == served.content, fmt
     assert zipfile.is_zipfile(io.BytesIO(written))
 
+    with (out / "summary.csv").open(newline="", encoding="utf-8") as fh:
+        assert next(csv.reader(fh)) == documented_columns()
     rows = summary(out)
-    assert set(rows) == set(good)
-    for rel, row in rows.items():
+    assert set(rows) == set(good) | set(broken)
+    for rel in broken:
+        row, record = rows[rel], records[rel]
+        assert (row["status"], row["error"]) == ("failed", record["error"]["code"]), row
+        assert row["error_message"] == record["error"]["message"]
+        assert row["tempo_bpm"] == "" and row["analyzer_version"] == ""
+    for rel in good:
+        row = rows[rel]
+        assert (row["status"], row["error"], row["profile"]) == ("succeeded", "", "standard")
+        assert row["job_id"] == records[rel]["job_id"] and row["analyzer_version"]
+        assert int(row["beat_count"]) == len(
+            json.loads((out / f"{rel}.json").read_text())["summary"]["beats_s"]
+        )
         clip = Path(rel).stem
         if clip in KNOWN:
             bpm, tonic, mode = KNOWN[clip]
@@ -163,7 +177,7 @@ def test_batch_with_broken_files_then_a_repeat_that_sends_nothing(
     assert kinds.count("skipped") == len(good)
     assert kinds.count("failed") == len(broken)
     assert len(service.jobs()) == jobs_after_first
-    assert set(summary(out)) == set(good)
+    assert set(summary(out)) == set(good) | set(broken)
 
     job_id = records["lossless/wav/click120_cmajor.wav"]["job_id"]
     status = run_cli("status", job_id, "--json", "--api-url", service.url, check_rc=0)
@@ -219,6 +233,11 @@ def test_interrupted_run_resumes_without_duplicate_jobs(service: Service, tmp_pa
     done = {rel for rel, r in records.items() if r["status"] == "succeeded"}
     assert 1 <= len(done) < len(good)
     assert all(r["status"] in ("queued", "running", "succeeded") for r in records.values())
+    # Every input has its row, the ones never sent too.
+    statuses = {rel: row["status"] for rel, row in summary(out).items()}
+    assert set(statuses) == set(good)
+    assert {rel for rel, status in statuses.items() if status == "succeeded"} == done
+    assert set(statuses.values()) <= {"queued", "running", "succeeded", "not_submitted"}
 
     run_cli(*args, check_rc=0)
 
