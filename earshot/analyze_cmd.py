@@ -1,6 +1,7 @@
 """``earshot analyze FILE...``: analyse audio files locally, without the queue or the API.
 
-Prints one result document per file: JSON Lines with ``--json``, a short table otherwise.
+Prints one result document per file: JSON Lines with ``--json``, a short table otherwise;
+``--view audio-features|audio-analysis`` prints that Spotify-shaped view instead (JSON Lines).
 A file that fails is reported on stderr with its reason and the others still run; the exit
 code is 1 if any file failed (argparse exits 2 on a usage error).
 """
@@ -10,15 +11,20 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import TYPE_CHECKING
+import time
+from typing import TYPE_CHECKING, Any
 
 from analysis.profiles import DEFAULT_PROFILE, PROFILES
 
 if TYPE_CHECKING:
+    from analysis import Analysis
     from analysis.schema import ResultDocument
 
 # Mirrors analysis.PROFILES; kept literal so that `earshot --help` does not import librosa.
 # tests/analysis/test_analyze_cmd.py checks that the two agree.
+
+# The views of analysis.views (docs/spotify.md), by the names of their API routes.
+VIEWS = ("audio-features", "audio-analysis")
 
 
 def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
@@ -29,6 +35,12 @@ def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--json", action="store_true", help="print one JSON document per line (JSON Lines)"
     )
+    parser.add_argument(
+        "--view",
+        choices=VIEWS,
+        help="print this Spotify-shaped view of each result instead, one JSON document per "
+        "line (docs/spotify.md)",
+    )
 
 
 def run(name: str, args: argparse.Namespace) -> int:
@@ -37,18 +49,39 @@ def run(name: str, args: argparse.Namespace) -> int:
 
     failed = 0
     for path in args.files:
+        started = time.monotonic()
         try:
             analysis = analyze_file(path, profile=args.profile)
         except InvalidAudio as exc:
             failed += 1
             print(f"earshot analyze: {path}: {exc.code}: {exc}", file=sys.stderr)
             continue
-        if args.json:
+        if args.view:
+            view = _view(args.view, analysis, analysis_time=time.monotonic() - started)
+            line = json.dumps({"file": path, **view}, ensure_ascii=False, allow_nan=False)
+            print(line, flush=True)
+        elif args.json:
             document = {"file": path, **analysis.document}
             print(json.dumps(document, ensure_ascii=False, allow_nan=False), flush=True)
         else:
             print(_table(path, analysis.document), flush=True)
     return 1 if failed else 0
+
+
+def _view(name: str, analysis: Analysis, *, analysis_time: float) -> dict[str, Any]:
+    """The Spotify-shaped view ``name`` of a fresh analysis (no job: no id or URLs)."""
+    from analysis.views import audio_analysis, audio_features
+
+    if name == "audio-features":
+        return dict(audio_features(analysis.document))
+    return dict(
+        audio_analysis(
+            analysis.document,
+            analysis.segments,
+            timestamp=int(time.time()),
+            analysis_time=analysis_time,
+        )
+    )
 
 
 def _table(path: str, document: ResultDocument) -> str:

@@ -65,3 +65,33 @@ def test_through_the_earshot_command(samples_dir: Path, capsys: pytest.CaptureFi
     document = json.loads(capsys.readouterr().out)
     assert document["profile"] == "fast"
     assert document["audio"]["codec"] == "mpeg_layer_iii"
+
+
+@pytest.mark.parametrize("view", ["audio-features", "audio-analysis"])
+def test_view_one_line_per_file_in_the_order_given(
+    samples_dir: Path, tmp_path: Path, view: str, capsys: pytest.CaptureFixture
+):
+    from jsonschema import Draft202012Validator
+    from pydantic import TypeAdapter
+
+    from analysis.views import AudioAnalysis, AudioFeatures
+
+    bad = tmp_path / "bad.wav"
+    bad.write_text("not audio")
+    files = [
+        str(samples_dir / "click120_cmajor.ogg"),
+        str(bad),
+        str(samples_dir / "aminor_progression.flac"),
+    ]
+    assert _run(["--view", view, *files]) == 1
+    captured = capsys.readouterr()
+    assert f"{bad}: unreadable_audio:" in captured.err
+    lines = [json.loads(line) for line in captured.out.splitlines()]
+    assert [line.pop("file") for line in lines] == [files[0], files[2]]
+    schema = TypeAdapter(AudioFeatures if view == "audio-features" else AudioAnalysis)
+    check = Draft202012Validator(schema.json_schema())
+    for line in lines:
+        assert [e.message for e in check.iter_errors(line)] == []
+    # samples/README.md: C major, then A minor (pitch classes 0 and 9; mode 1 major, 0 minor).
+    keyed = lines if view == "audio-features" else [line["track"] for line in lines]
+    assert [(k["key"], k["mode"]) for k in keyed] == [(0, 1), (9, 0)]
