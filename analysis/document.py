@@ -142,11 +142,31 @@ def result_document(
         rms_db = np.maximum(20.0 * np.log10(rms), DB_FLOOR)
     silent = rms_db < SILENCE_THRESHOLD_DB
     voiced = ~silent
-    key = estimate_key(features.chroma.mean())
+    key = estimate_key(
+        features.matrices["pcp"], params.hop_length / params.sr, duration_s=duration_s
+    )
     summary: ResultSummary = {
         "tempo": {"bpm": round(rhythm.bpm, 3), "confidence": round(rhythm.confidence, 4)},
         "beats_s": _floats(rhythm.beats_s, 4),
-        "key": {"tonic": key.tonic, "mode": key.mode, "confidence": round(key.confidence, 4)},
+        "key": {
+            "tonic": key.tonic,
+            "mode": key.mode,
+            "confidence": round(key.confidence, 4),
+            "candidates": [
+                {"tonic": c.tonic, "mode": c.mode, "score": round(_finite(c.score), 4)}
+                for c in key.candidates
+            ],
+            "segments": [
+                {
+                    "start_s": round(s.start_s, 3),
+                    "end_s": round(s.end_s, 3),
+                    "tonic": s.tonic,
+                    "mode": s.mode,
+                    "confidence": round(s.confidence, 4),
+                }
+                for s in key.segments
+            ],
+        },
         "loudness": {
             "integrated_lufs": round(loudness.integrated_lufs, 3),
             "loudness_range_lu": round(loudness.loudness_range_lu, 3),

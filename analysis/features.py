@@ -24,10 +24,11 @@ from analysis.spectral import (
     power_to_db,
     spectral_shape,
 )
-from analysis.tonal import estimate_tuning
+from analysis.tonal import estimate_tuning, frame_pitch_classes
 
 # Per-frame vectors kept whole (``Features.matrices``): name -> rows.
-MATRICES = {"chroma": 12, "mfcc": 20}
+# "pcp" is the key's pitch-class profile of spectral peaks (analysis.tonal.frame_pitch_classes).
+MATRICES = {"chroma": 12, "mfcc": 20, "pcp": 12}
 # Frames per STFT chunk: ~47 s at hop 512 and 22050 Hz. Spectral contrast's dB floor is
 # relative to the chunk's loudest frame, as if spectral_contrast were called per chunk.
 CHUNK_FRAMES = 2048
@@ -97,7 +98,9 @@ class Features:
     fractions of a chroma bin. ``matrices`` holds the per-frame vectors the structure and
     key analyses need, each float32 of shape ``(k, n_frames)``: ``"chroma"`` (12 pitch
     classes, C first, each frame max-normalised; silent frames near zero) and ``"mfcc"``
-    (20 coefficients). An hour at hop 512 is ~20 MB of them.
+    (20 coefficients), and ``"pcp"`` (12 pitch classes of spectral peaks, each frame scaled
+    to its strongest peak, silent frames 0: the key's input, ``analysis.tonal``). An hour at
+    hop 512 is ~25 MB of them.
     """
 
     series: dict[str, np.ndarray]
@@ -335,9 +338,12 @@ class FeatureExtractor:
             chroma /= np.where(top > _MIN_POWER, top, 1.0)
             self._chroma.add(chroma[voiced].T)
             self._rows["chroma"].append(np.where(voiced[:, None], chroma, 0.0).astype(np.float32))
+            pcp = frame_pitch_classes(S, self.sr, self.n_fft, self._tuning)
+            self._rows["pcp"].append(np.where(voiced[:, None], pcp, np.float32(0.0)))
         else:
             # Before the first sound (no tuning yet, so no chroma basis): silent frames.
             self._rows["chroma"].append(np.zeros((S.shape[0], 12), np.float32))
+            self._rows["pcp"].append(np.zeros((S.shape[0], 12), np.float32))
 
 
 @dataclass(frozen=True)

@@ -75,7 +75,39 @@ class ResultKey(TypedDict):
     mode: str
     """`major` or `minor`."""
     confidence: float
-    """Correlation with the winning key profile, 0..1; below ~0.5 the key is doubtful."""
+    """Calibrated 0..1 from the lead of the best key over the second; 0 without pitch."""
+    candidates: list[ResultKeyCandidate]
+    """The best 3 keys, best first; the first is `tonic`/`mode`. Empty without pitch."""
+    segments: list[ResultKeySegment]
+    """Local keys over time, contiguous and covering the file; one when it does not modulate."""
+
+
+@with_config(_SCHEMA)
+class ResultKeyCandidate(TypedDict):
+    """A key and how well it fits."""
+
+    tonic: str
+    """One of C C# D D# E F F# G G# A A# B (sharps only)."""
+    mode: str
+    """`major` or `minor`."""
+    score: float
+    """Mean correlation of the key's profiles with the pitch-class profile, -1..1."""
+
+
+@with_config(_SCHEMA)
+class ResultKeySegment(TypedDict):
+    """A stretch of the file in one key."""
+
+    start_s: float
+    """Start, seconds; the first segment starts at 0."""
+    end_s: float
+    """End, seconds; the last segment ends at the duration."""
+    tonic: str
+    """One of C C# D D# E F F# G G# A A# B (sharps only)."""
+    mode: str
+    """`major` or `minor`."""
+    confidence: float
+    """As the file's key confidence, from this stretch alone, 0..1."""
 
 
 @with_config(_SCHEMA)
