@@ -374,7 +374,8 @@ def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
         parser.add_argument(
             "--format",
             default="json",
-            help="result files to download per input, comma-separated from json,csv,npz "
+            help="result files to download per input, comma-separated from json,csv,npz,"
+            "segments,audio-features,audio-analysis (docs/batch.md) "
             "(json is always written)",
         )
         parser.add_argument(
@@ -397,7 +398,9 @@ def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
         if name == "fetch":
             parser.add_argument("--out", required=True, help="folder for the result files")
             parser.add_argument(
-                "--format", default="json", help="comma-separated from json,csv,npz"
+                "--format",
+                default="json",
+                help="comma-separated from json,csv,npz,segments,audio-features,audio-analysis",
             )
     _add_common(parser)
 

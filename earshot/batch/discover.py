@@ -113,5 +113,16 @@ def discover(
     return found
 
 
+# What a result format's file is called after the input's name (default: ``<rel>.<format>``);
+# every JSON file ends in .json.
+SUFFIXES = {
+    "segments": "segments.json",
+    "audio-features": "audio-features.json",
+    "audio-analysis": "audio-analysis.json",
+}
+
+
 def output_paths(out: Path, rel: str, formats: Iterable[str]) -> dict[str, Path]:
-    return {fmt: out / f"{rel}.{fmt}" for fmt in formats}
+    """Where each format's file of input ``rel`` goes: ``song.flac.json``,
+    ``song.flac.audio-features.json``, ..."""
+    return {fmt: out / f"{rel}.{SUFFIXES.get(fmt, fmt)}" for fmt in formats}

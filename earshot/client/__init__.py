@@ -9,7 +9,15 @@ errors, ``files.py`` hashes, Idempotency-Keys and atomic writes. ``earshot submi
 (earshot/batch/, earshot/submit_cmd.py) is built on it.
 """
 
-from earshot.client.client import DEFAULT_API_URL, FINISHED, FORMATS, PENDING, Client, result_url
+from earshot.client.client import (
+    DEFAULT_API_URL,
+    FINISHED,
+    FORMATS,
+    PENDING,
+    VIEWS,
+    Client,
+    result_url,
+)
 from earshot.client.errors import (
     ApiProblem,
     AuthRejected,
@@ -29,6 +37,7 @@ __all__ = [
     "FINISHED",
     "FORMATS",
     "PENDING",
+    "VIEWS",
     "ApiProblem",
     "AuthRejected",
     "BatchAborted",

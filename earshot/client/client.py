@@ -28,26 +28,39 @@ from earshot.client.files import file_sha256, idempotency_key
 from earshot.client.http import USER_AGENT, Transport
 
 DEFAULT_API_URL = "http://127.0.0.1:8000"
-FORMATS = ("json", "csv", "npz")
+# Result files (``/result?format=``) and then the Spotify-shaped views (routes of their own).
+FORMATS = ("json", "csv", "npz", "segments", "audio-features", "audio-analysis")
+VIEWS = ("audio-features", "audio-analysis")
 # The media type the API serves each result format as, and the job link that points at it.
-RESULT_TYPES = {"json": "application/json", "csv": "text/csv", "npz": "application/zip"}
+RESULT_TYPES = {
+    "json": "application/json",
+    "csv": "text/csv",
+    "npz": "application/zip",
+    "segments": "application/json",
+    "audio-features": "application/json",
+    "audio-analysis": "application/json",
+}
 RESULT_LINKS = {"json": "result", "csv": "csv", "npz": "npz"}
 FINISHED = frozenset({"succeeded", "failed", "canceled"})
 PENDING = frozenset({"queued", "running"})
 
 Job = dict[str, Any]
-Format = Literal["json", "csv", "npz"]
+Format = Literal["json", "csv", "npz", "segments", "audio-features", "audio-analysis"]
 
 
 def result_url(job: Mapping[str, Any], fmt: str) -> str:
-    """The URL of a job's ``fmt`` result, with ``format=fmt`` in its own query string.
+    """The URL of a job's ``fmt`` result, with ``format=fmt`` in its own query string (a view:
+    its own path, ``/v1/analyses/<id>/audio-features``).
 
     The job's link is used when it is a path on this API; an absolute link to another origin
     is not followed (the API key goes to the client's base URL only), the path is built from
     the id.
     """
+    if fmt in VIEWS:
+        return f"/v1/analyses/{_quoted(job)}/{fmt}"
     links = job.get("links")
-    link = links.get(RESULT_LINKS[fmt]) if isinstance(links, Mapping) else None
+    name = RESULT_LINKS.get(fmt)
+    link = links.get(name) if isinstance(links, Mapping) and name else None
     url = httpx.URL(link) if isinstance(link, str) else None
     if url is None or url.is_absolute_url or url.host or not url.path.startswith("/"):
         url = httpx.URL(f"/v1/analyses/{urllib.parse.quote(str(job['id']), safe='')}/result")
@@ -206,13 +219,24 @@ class Client:
         return current
 
     @overload
-    def result(self, job: Mapping[str, Any] | str, format: Literal["json"] = ...) -> Job: ...
+    def result(
+        self,
+        job: Mapping[str, Any] | str,
+        format: Literal["json", "audio-features", "audio-analysis"] = ...,
+    ) -> Job: ...
+
+    @overload
+    def result(self, job: Mapping[str, Any] | str, format: Literal["segments"]) -> list[Job]: ...
 
     @overload
     def result(self, job: Mapping[str, Any] | str, format: Literal["csv", "npz"]) -> bytes: ...
 
-    def result(self, job: Mapping[str, Any] | str, format: Format = "json") -> Job | bytes:
-        """A succeeded job's result: the document (``json``) or the file's bytes (csv, npz).
+    def result(
+        self, job: Mapping[str, Any] | str, format: Format = "json"
+    ) -> Job | list[Job] | bytes:
+        """A succeeded job's result: the document (``json``), a Spotify-shaped view
+        (``audio-features``, ``audio-analysis``), the list of segments (``segments``), or the
+        file's bytes (csv, npz).
 
         The bytes of ``npz`` open with ``numpy.load(io.BytesIO(data))``. A body served with
         another media type than the format's is an ``unexpected_content_type`` ApiProblem.
@@ -221,10 +245,18 @@ class Client:
         response = self.transport.request(
             "GET", result_url(ref, format), expect_type=RESULT_TYPES[format]
         )
-        if format == "json":
-            document: Job = response.json()
-            return document
+        if RESULT_TYPES[format] == "application/json":
+            parsed: Job | list[Job] = response.json()
+            return parsed
         return response.content
+
+    def audio_features(self, job: Mapping[str, Any] | str) -> Job:
+        """A succeeded job's result as Spotify's audio-features object (docs/spotify.md)."""
+        return self.result(job, "audio-features")
+
+    def audio_analysis(self, job: Mapping[str, Any] | str) -> Job:
+        """A succeeded job's result as Spotify's audio-analysis object (docs/spotify.md)."""
+        return self.result(job, "audio-analysis")
 
     def download(self, job: Mapping[str, Any] | str, fmt: str, dest: str | Path) -> Path:
         """Write the job's ``fmt`` result file to ``dest``; refuse a body of another type.

@@ -204,3 +204,56 @@ def test_check_tells_a_closed_port_from_another_server() -> None:
         with pytest.raises(NotAnEarshotApi, match="404"):
             client.check()
         assert server.requests == [("GET", "/healthz")]
+
+
+def test_spotify_views_of_a_real_analysis_and_their_batch_files(
+    served: Served, tmp_path: Path
+) -> None:
+    """A sample analysed by the real worker task; the views through the client and as the
+    files ``earshot submit --format audio-features,audio-analysis,segments`` writes."""
+    from earshot.batch.discover import Input
+    from earshot.batch.engine import Batch, Options
+    from earshot.batch.manifest import Manifest
+    from earshot.batch.progress import Reporter
+    from tasks.analyze import run_analysis
+
+    # samples/README.md: 120 BPM clicks over C - F - G - C, in C major.
+    sample = Path(__file__).resolve().parents[2] / "samples" / "click120_cmajor.ogg"
+    with Client(served.url) as client:
+        job = client.submit(sample)
+
+        def no_retry(exc: Exception) -> None:
+            raise AssertionError(exc)
+
+        assert run_analysis(served.runtime, job["id"], retry=no_retry) == "succeeded"
+        job = client.wait(job, poll_interval=0.05, timeout=30)
+        features = client.audio_features(job)
+        assert (features["key"], features["mode"], features["duration_ms"]) == (0, 1, 8000)
+        assert features["id"] == job["id"]
+        analysis = client.audio_analysis(job["id"])
+        segments = client.result(job, "segments")
+        assert len(analysis["segments"]) == len(segments)
+        assert [b["start"] for b in analysis["beats"]] == client.result(job)["summary"]["beats_s"]
+
+        out = tmp_path / "out"
+        out.mkdir()
+        formats = ("json", "segments", "audio-features", "audio-analysis")
+        manifest = Manifest(out / "manifest.jsonl")
+        manifest.open()
+        options = Options(out=out, priority="interactive", formats=formats)
+        batch = Batch(
+            client, manifest, Reporter(total=1, json_lines=True, stream=io.StringIO()), options
+        )
+        # The same file and key as the upload above: the batch finds the analysed job.
+        assert batch.process(Input(path=sample, rel="clicks/a.ogg")) == "succeeded"
+        manifest.close()
+    written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.json"))
+    assert written == [
+        "clicks/a.ogg.audio-analysis.json",
+        "clicks/a.ogg.audio-features.json",
+        "clicks/a.ogg.json",
+        "clicks/a.ogg.segments.json",
+    ]
+    assert json.loads((out / "clicks/a.ogg.audio-features.json").read_text()) == features
+    assert json.loads((out / "clicks/a.ogg.audio-analysis.json").read_text()) == analysis
+    assert json.loads((out / "clicks/a.ogg.segments.json").read_text()) == segments
