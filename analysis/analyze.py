@@ -14,10 +14,15 @@ from analysis.progress import Progress, ProgressReporter
 
 __all__ = ["Analysis", "Progress", "analyze_file"]
 
-# Share of the overall progress each stage ends at. Features are computed while decoding, so
-# "decode" covers most of the work; "features" is the last chunk.
+# Share of the overall progress each stage ends at. Stages are named for the work running
+# from their report on: "decode+features" is the one streamed pass (decoding, resampling, the
+# loudness meter and the STFT features block by block), most of the time; "features" finishes
+# the per-file features; "rhythm" the tempo and beats; "key+structure" the key, sections and
+# scores of describe(). docs/api.md lists them.
 _DECODE_END = 0.85
-_FEATURES_END = 0.9
+_FEATURES_END = 0.88
+# describe() says "rhythm" when the rhythm is done: what runs from then on is the rest.
+_AFTER_DESCRIBE_STAGE = {"rhythm": "key+structure"}
 
 
 def analyze_file(
@@ -56,10 +61,11 @@ def analyze_file(
     params = get_profile(profile)
     report = ProgressReporter(progress)
     path = Path(path)
-    report("decode", 0.0)
+    report("decode+features", 0.0)
     with open_audio(path, limits=limits) as source:
         info = source.info
         features, loudness, duration_s = _decode_and_extract(source, params, report)
+    report("rhythm", 0.9)
     analysis = describe(
         info,
         sha256=file_sha256(path),
@@ -67,7 +73,9 @@ def analyze_file(
         profile=profile,
         features=features,
         loudness=loudness,
-        progress=report,
+        progress=lambda stage, fraction: report(
+            _AFTER_DESCRIBE_STAGE.get(stage, stage), fraction
+        ),
     )
     report("done", 1.0)
     return analysis
@@ -91,7 +99,7 @@ def _decode_and_extract(
         extractor.push(resample(downmix(block)))
         decoded += block.shape[0]
         if info.frames:
-            report("decode", _DECODE_END * min(decoded / info.frames, 1.0))
+            report("decode+features", _DECODE_END * min(decoded / info.frames, 1.0))
     extractor.push(resample(None))
     report("features", _DECODE_END)
     features = extractor.finish()

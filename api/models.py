@@ -32,8 +32,9 @@ def display_filename(name: str | None) -> str:
 
 class Progress(BaseModel):
     stage: str | None = Field(
-        description="Current step of the analysis (`starting`, `decode`, … `done`); null while "
-        "queued."
+        description="The work running now: `starting`, `decode+features`, `features`, "
+        "`rhythm`, `key+structure`, `storing`, `done` (chunked: `chunks`, `merging`); null "
+        "while queued."
     )
     percent: float = Field(ge=0, le=100, description="Completion, 0 to 100.")
 

@@ -134,8 +134,10 @@ def test_progress_fractions_increase_to_one(samples_dir: Path):
     assert fractions == sorted(set(fractions))
     assert fractions[0] >= 0.0 and fractions[-1] == 1.0
     stages = [s for s, _ in calls]
-    assert stages[0] == "decode" and stages[-1] == "done"
-    assert {"decode", "features", "rhythm", "done"} <= set(stages)
+    assert stages[0] == "decode+features" and stages[-1] == "done"
+    # In the order they run, each named for the work that follows its report.
+    order = ["decode+features", "features", "rhythm", "key+structure", "done"]
+    assert [s for i, s in enumerate(stages) if i == 0 or stages[i - 1] != s] == order
 
 
 class Canceled(Exception):
