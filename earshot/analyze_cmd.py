@@ -2,8 +2,10 @@
 
 Prints one result document per file: JSON Lines with ``--json``, a short table otherwise;
 ``--view audio-features|audio-analysis`` prints that Spotify-shaped view instead (JSON Lines).
-A file that fails is reported on stderr with its reason and the others still run; the exit
-code is 1 if any file failed (argparse exits 2 on a usage error).
+Folders are walked as ``earshot submit`` walks them (earshot/batch/discover.py). On a terminal,
+stderr shows a progress line while each file is analysed. A file that fails is reported on
+stderr with its reason and the others still run; the exit code is 1 if any file failed, 2 on a
+usage error (a path that does not exist, no audio files found).
 """
 
 from __future__ import annotations
@@ -12,9 +14,13 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from analysis.profiles import DEFAULT_PROFILE, PROFILES
+from earshot.batch.discover import DEFAULT_PATTERNS, discover
+from earshot.client.errors import UsageError
+from earshot.terminal import ProgressLine
 
 if TYPE_CHECKING:
     from analysis import Analysis
@@ -28,7 +34,19 @@ VIEWS = ("audio-features", "audio-analysis")
 
 
 def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("files", nargs="+", metavar="FILE", help="audio files to analyse")
+    parser.add_argument(
+        "files",
+        nargs="+",
+        metavar="PATH",
+        help="audio files, or folders to walk for audio files (as earshot submit does)",
+    )
+    parser.add_argument(
+        "--pattern",
+        action="append",
+        metavar="GLOB",
+        help="file name glob to pick from folders, repeatable (default: common audio "
+        "extensions); a glob with '/' matches the path relative to the folder",
+    )
     parser.add_argument(
         "--profile", default=DEFAULT_PROFILE, choices=PROFILES, help="analysis profile"
     )
@@ -47,15 +65,34 @@ def run(name: str, args: argparse.Namespace) -> int:
     from analysis import analyze_file
     from analysis.errors import InvalidAudio
 
+    try:
+        paths, ignored = _discover(args.files, args.pattern or DEFAULT_PATTERNS)
+    except UsageError as exc:
+        print(f"earshot analyze: error: {exc}", file=sys.stderr)
+        return 2
+    if ignored:
+        print(
+            f"earshot analyze: ignored {ignored} file(s) in the folders given: not audio by "
+            "extension (--pattern picks others)",
+            file=sys.stderr,
+        )
+    if not paths:
+        print("earshot analyze: error: no audio files found in the given paths", file=sys.stderr)
+        return 2
+
+    progress = ProgressLine()
     failed = 0
-    for path in args.files:
+    for number, path in enumerate(paths, start=1):
+        progress.start(f"[{number}/{len(paths)}] {path}")
         started = time.monotonic()
         try:
-            analysis = analyze_file(path, profile=args.profile)
+            analysis = analyze_file(path, profile=args.profile, progress=progress)
         except InvalidAudio as exc:
+            progress.clear()
             failed += 1
             print(f"earshot analyze: {path}: {exc.code}: {exc}", file=sys.stderr)
             continue
+        progress.clear()
         if args.view:
             view = _view(args.view, analysis, analysis_time=time.monotonic() - started)
             line = json.dumps({"file": path, **view}, ensure_ascii=False, allow_nan=False)
@@ -66,6 +103,25 @@ def run(name: str, args: argparse.Namespace) -> int:
         else:
             print(_table(path, analysis.document), flush=True)
     return 1 if failed else 0
+
+
+def _discover(raw_paths: list[str], patterns: tuple[str, ...] | list[str]) -> tuple[list[str], int]:
+    """Files to analyse in the order given, folders walked; and how many files were ignored.
+
+    Each argument is discovered on its own: unlike ``submit``, nothing is written per input,
+    so two inputs with the same name in different folders are no collision. A file named
+    directly keeps its spelling (it is the ``file`` of its JSON line).
+    """
+    paths: list[str] = []
+    ignored = 0
+    for raw in raw_paths:
+        found = discover([raw], patterns=patterns)
+        ignored += len(found.skipped)
+        if Path(raw).is_file():
+            paths.append(raw)
+        else:
+            paths.extend(str(inp.path) for inp in found.inputs)
+    return paths, ignored
 
 
 def _view(name: str, analysis: Analysis, *, analysis_time: float) -> dict[str, Any]:

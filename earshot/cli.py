@@ -11,6 +11,8 @@ import argparse
 import importlib
 import sys
 
+from earshot.terminal import silence_broken_pipe
+
 # subcommand -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "analyze": ("earshot.analyze_cmd", "analyse audio files locally, no queue"),
@@ -38,7 +40,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     module = importlib.import_module(COMMANDS[args.command][0])
-    return int(module.run(args.command, args) or 0)
+    try:
+        code = int(module.run(args.command, args) or 0)
+        # What is still buffered goes out now, while a closed pipe can still be caught here.
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # `earshot analyze --json DIR | head`: the reader has what it wanted, no traceback.
+        return silence_broken_pipe()
+    return code
 
 
 if __name__ == "__main__":
