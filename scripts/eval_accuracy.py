@@ -17,6 +17,9 @@ Scores (per source and overall):
   0.3 for the relative major/minor, 0.2 for the parallel major/minor, otherwise 0; and exact
   accuracy (the share scoring 1).
 
+Pieces are split into two fixed halves by the SHA-1 of their file name (``split``): methods are
+tuned on ``dev`` only, so ``test`` is held out; the tables give both halves beside the whole.
+
 The reliability tables split the earshot results into ten equal-count bins by the confidence
 the result document reports (``summary.key.confidence``, ``summary.tempo.confidence``) and give
 the accuracy in each: a confidence that means something rises with it.
@@ -93,6 +96,11 @@ def mirex_key_score(ref_tonic: str, ref_mode: str, est_tonic: str, est_mode: str
     return 0.0
 
 
+def split(file: str) -> str:
+    """``dev`` or ``test``: the half of the set a piece is in, fixed by its file name."""
+    return "dev" if int(hashlib.sha1(file.encode()).hexdigest(), 16) % 2 == 0 else "test"
+
+
 def tempo_acc(ref_bpm: float, est_bpm: float, factors: tuple[float, ...]) -> bool:
     return any(abs(est_bpm - f * ref_bpm) <= TEMPO_TOLERANCE * f * ref_bpm for f in factors)
 
@@ -110,6 +118,7 @@ def run_earshot(path: str) -> dict[str, Any]:
         "tonic": summary["key"]["tonic"],
         "mode": summary["key"]["mode"],
         "key_confidence": summary["key"]["confidence"],
+        "key_segments": len(summary["key"].get("segments", [])),
     }
 
 
@@ -254,6 +263,49 @@ def summary_rows(pieces, results, systems, sources) -> list[str]:
     return rows
 
 
+def split_rows(pieces, results, systems, sources, what: str) -> list[str]:
+    """Key MIREX (or tempo Acc1 / Acc2) per source and half: dev (tuned on), test (held out)."""
+    metrics = ("mirex",) if what == "key" else ("acc1", "acc2")
+    names = {"mirex": "key MIREX", "acc1": "Acc1", "acc2": "Acc2"}
+    head = " | ".join(f"{s} {names[m]}" for s in systems for m in metrics)
+    rows = [
+        f"| source | half | pieces | {head} |",
+        "|---|---|---:|" + "---:|" * len(systems) * len(metrics),
+    ]
+    for source in [*sources, "overall"]:
+        for half in ("dev", "test"):
+            idx = [
+                i
+                for i, p in enumerate(pieces)
+                if source in ("overall", p["source"])
+                and split(p["file"]) == half
+                and (what == "tempo" or p["tonic"])
+            ]
+            if not idx:
+                continue
+            cells = []
+            for system in systems:
+                scores = [score(pieces[i], results[system][i]) for i in idx]
+                cells += [_mean([float(s[m]) for s in scores]) for m in metrics]
+            label = f"**{source}**" if source == "overall" else source
+            rows.append(f"| {label} | {half} | {len(idx)} | {' | '.join(cells)} |")
+    return rows
+
+
+def segment_lines(pieces, results) -> list[str]:
+    """How many keyed pieces (none of which modulates) got a single key segment."""
+    counts = [
+        results["earshot"][i].get("key_segments", 0) for i, p in enumerate(pieces) if p["tonic"]
+    ]
+    if not counts:
+        return []
+    return [
+        f"None of the pieces modulates: earshot gave {sum(c == 1 for c in counts)} of "
+        f"{len(counts)} a single `key.segments` entry (most segments: {max(counts)}).",
+        "",
+    ]
+
+
 def reliability_rows(pieces, results, what: str) -> list[str]:
     """Accuracy of earshot per decile of its own confidence."""
     conf_key = "key_confidence" if what == "key" else "tempo_confidence"
@@ -323,6 +375,15 @@ def report(pieces, results, systems, command: str) -> str:
         "",
         *summary_rows(pieces, results, systems, sources),
         "",
+        "### Dev and test halves",
+        "",
+        "Methods are chosen on `dev`; `test` is held out (never looked at while tuning).",
+        "",
+        *split_rows(pieces, results, systems, sources, "key"),
+        "",
+        *split_rows(pieces, results, systems, sources, "tempo"),
+        "",
+        *segment_lines(pieces, results),
         "### Reliability of earshot's key confidence",
         "",
         *reliability_rows(pieces, results, "key"),
@@ -347,6 +408,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--jobs", type=int, default=2, help="worker processes (default 2)")
     parser.add_argument("--source", action="append", help="only these sources (repeatable)")
+    parser.add_argument(
+        "--split", choices=("dev", "test"), help="only this half of the set (see split())"
+    )
     parser.add_argument("--no-essentia", action="store_true", help="skip Essentia")
     parser.add_argument(
         "--no-write", action="store_true", help="print only, leave docs/accuracy.md alone"
@@ -356,7 +420,12 @@ def main(argv: list[str] | None = None) -> int:
         log("no evaluation set yet: building it (scripts/make_eval_set.py) …")
         subprocess.run([sys.executable, str(ROOT / "scripts" / "make_eval_set.py")], check=True)
     with open(MANIFEST, newline="") as f:
-        pieces = [p for p in csv.DictReader(f) if not args.source or p["source"] in args.source]
+        pieces = [
+            p
+            for p in csv.DictReader(f)
+            if (not args.source or p["source"] in args.source)
+            and (not args.split or split(p["file"]) == args.split)
+        ]
     systems = ["earshot"]
     if not args.no_essentia and essentia_available():
         systems.append("essentia")
@@ -371,7 +440,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     generated = report(pieces, results, systems, command)
     print(generated)
-    if not args.no_write and not args.source:
+    if not args.no_write and not args.source and not args.split:
         write_doc(generated)
         log(f"wrote {DOC.relative_to(ROOT)}")
     return 0
