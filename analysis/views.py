@@ -415,7 +415,7 @@ def audio_analysis(
             )
             for s in summary.get("sections") or []
         ],
-        "segments": [_segment(s) for s in segments or []],
+        "segments": [_segment(s, end=duration) for s in segments or []],
         "tatums": _intervals(summary.get("tatums_s") or [], duration, tempo["confidence"]),
         "earshot": _earshot(document, score_methods),
     }
@@ -512,10 +512,14 @@ def _section(
     }
 
 
-def _segment(segment: Mapping[str, Any]) -> AudioAnalysisSegment:
+def _segment(segment: Mapping[str, Any], *, end: float) -> AudioAnalysisSegment:
+    start = float(segment["start_s"])
+    # The last segment runs to the end of its last frame, which may lie a hop past the end
+    # of the file: here nothing lasts past it.
+    duration = min(float(segment["duration_s"]), max(end - start, 0.0))
     return {
-        "start": round(float(segment["start_s"]), 5),
-        "duration": round(float(segment["duration_s"]), 5),
+        "start": round(start, 5),
+        "duration": round(duration, 5),
         "confidence": _unit(segment["confidence"]),
         "loudness_start": segment["loudness_start_db"],
         "loudness_max": segment["loudness_max_db"],

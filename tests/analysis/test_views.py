@@ -69,6 +69,9 @@ def test_beats_follow_each_other_and_their_durations_sum_to_the_span(click: Anal
     last = beats[-1]
     assert last["duration"] == pytest.approx(min(0.5, 8.0 - last["start"]), abs=0.03)
     assert last["start"] + last["duration"] <= view["track"]["duration"]
+    # Nothing lasts past the end of the file (a segment's last frame may reach a hop beyond).
+    for name in ("bars", "tatums", "sections", "segments"):
+        assert all(i["start"] + i["duration"] <= 8.0 + 1e-6 for i in view[name]), name
 
 
 def test_the_views_never_load_numpy() -> None:
