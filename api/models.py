@@ -63,6 +63,16 @@ class Links(BaseModel):
         description="The uploaded file, with HTTP Range support (for a player); null once "
         "the job failed or was canceled (its upload is deleted then).",
     )
+    audio_features: str | None = Field(
+        None,
+        description="The result as Spotify's audio-features object (docs/spotify.md); null "
+        "until succeeded.",
+    )
+    audio_analysis: str | None = Field(
+        None,
+        description="The result as Spotify's audio-analysis object (docs/spotify.md); null "
+        "until succeeded.",
+    )
 
 
 class WebhookDelivery(BaseModel):
@@ -183,6 +193,8 @@ class Analysis(BaseModel):
                 audio=(
                     None if job.status in (JobStatus.FAILED, JobStatus.CANCELED) else f"{own}/audio"
                 ),
+                audio_features=f"{own}/audio-features" if done else None,
+                audio_analysis=f"{own}/audio-analysis" if done else None,
             ),
         )
 

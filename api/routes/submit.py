@@ -45,6 +45,8 @@ _JOB_OPERATIONS = {
     "getAnalysisWaveform": "Its waveform peaks.",
     "getAnalysisSpectrogram": "Its spectrogram image.",
     "getAnalysisAudio": "Its uploaded audio (HTTP Range).",
+    "getAnalysisAudioFeatures": "Its result as Spotify's audio-features object.",
+    "getAnalysisAudioAnalysis": "Its result as Spotify's audio-analysis object.",
     "cancelAnalysis": "Cancel it.",
 }
 JOB_LINKS: dict[str, Any] = {

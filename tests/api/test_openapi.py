@@ -67,7 +67,7 @@ def test_links_lead_to_existing_operations(openapi: dict[str, Any]) -> None:
     submit = openapi["paths"]["/v1/analyses"]["post"]["responses"]
     for status in ("200", "202"):
         links = submit[status]["links"]
-        assert len(links) == 7
+        assert len(links) == 9
         for link in links.values():
             # Every linked operation takes the job id the link fills in.
             assert "{job_id}" in ids[link["operationId"]], link

@@ -31,6 +31,8 @@ def test_succeeded_job_links_to_its_result(done: dict) -> None:
         "waveform": f"{base}/waveform.json",
         "spectrogram": f"{base}/spectrogram.png",
         "audio": f"{base}/audio",
+        "audio_features": f"{base}/audio-features",
+        "audio_analysis": f"{base}/audio-analysis",
     }
 
 
