@@ -14,21 +14,26 @@ PYTHON ?= $(shell \
     "$$p" -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null && { echo "$$p"; exit 0; }; \
   done)
 
-.PHONY: install run test lint format bench eval samples clean check-outputs
+# `make run HOST=0.0.0.0 PORT=9000`: where the API listens (beyond 127.0.0.1 only with API keys).
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: install run test lint format bench eval samples clean check-outputs dist
 
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "error: no Python >= 3.12 found (install one, or set PYTHON=/path/to/python3.12)" >&2; exit 1; }
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@echo "Installing earshot and its dependencies into $(VENV) (the first time takes minutes: see README, Set-up)"
+	$(BIN)/python -m pip install --disable-pip-version-check --progress-bar on -e '.[dev]'
 	@touch $(STAMP)
 
 samples: $(STAMP)
 	$(BIN)/python scripts/make_samples.py
 
 run: $(STAMP)
-	$(BIN)/earshot dev
+	$(BIN)/earshot dev --host $(HOST) --port $(PORT)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
@@ -62,5 +67,9 @@ check-outputs: $(STAMP)
 	@test -n "$(REF)" || { echo 'error: give REF=<git ref> (or REF="A B")' >&2; exit 2; }
 	$(BIN)/python scripts/check_outputs.py $(foreach r,$(REF),--ref $(r)) $(CHECK_ARGS)
 
+# The sdist and the wheel under dist/, built in an isolated environment as a release is.
+dist: $(STAMP)
+	$(BIN)/python -m build --outdir dist .
+
 clean:
-	rm -rf var .pytest_cache .mypy_cache .ruff_cache
+	rm -rf var dist build .pytest_cache .mypy_cache .ruff_cache
