@@ -22,7 +22,8 @@ from analysis.features import SERIES, SILENCE_THRESHOLD_DB, Features
 from analysis.loudness import DB_FLOOR, Loudness
 from analysis.profiles import get_profile
 from analysis.rhythm import Rhythm, rhythm
-from analysis.schema import MeanStd, ResultDocument, ResultSummary
+from analysis.schema import MeanStd, ResultDocument, ResultSummary, Segment
+from analysis.structure import Structure, structure
 from analysis.tonal import PITCH_CLASSES, estimate_key
 from analysis.version import ANALYZER_VERSION
 
@@ -41,7 +42,7 @@ class Analysis:
         ``document["frames"]["names"]``.
     hop_s : float
         Seconds between consecutive frames; frame ``i`` is centred at ``i * hop_s``.
-    segments : list[dict]
+    segments : list[Segment]
         Short acoustically uniform units (docs/result.md, "Segments"), delivered beside the
         document as ``segments.json``: a long file has thousands.
     """
@@ -49,7 +50,7 @@ class Analysis:
     document: ResultDocument
     frames: dict[str, np.ndarray]
     hop_s: float
-    segments: list[dict[str, Any]] = field(default_factory=list)
+    segments: list[Segment] = field(default_factory=list)
 
 
 def describe(
@@ -79,6 +80,16 @@ def describe(
     rhy = rhythm(features.series["onset_strength"], params.sr, hop_length=params.hop_length)
     if progress is not None:
         progress("rhythm", 0.95)
+    shape = structure(
+        features,
+        rhy,
+        loudness=loudness,
+        sample_rate=info.sample_rate,
+        duration_s=duration_s,
+        sr=params.sr,
+        hop_length=params.hop_length,
+        n_mels=params.n_mels,
+    )
     document = result_document(
         info,
         sha256=sha256,
@@ -87,8 +98,14 @@ def describe(
         features=features,
         rhythm=rhy,
         loudness=loudness,
+        structure=shape,
     )
-    return Analysis(document=document, frames=features.series, hop_s=params.hop_length / params.sr)
+    return Analysis(
+        document=document,
+        frames=features.series,
+        hop_s=params.hop_length / params.sr,
+        segments=shape.segments,
+    )
 
 
 def file_sha256(path: str | Path) -> str:
@@ -109,6 +126,7 @@ def result_document(
     features: Features,
     rhythm: Rhythm,
     loudness: Loudness,
+    structure: Structure,
 ) -> ResultDocument:
     """The JSON-serialisable result document of one analysed file.
 
@@ -128,6 +146,8 @@ def result_document(
         Tempo, beats and onsets estimated on ``features.series["onset_strength"]``.
     loudness : Loudness
         Loudness and levels of the whole file.
+    structure : Structure
+        Meter, downbeats, tatums, sections and fades (``analysis.structure``).
 
     Returns
     -------
@@ -192,6 +212,12 @@ def result_document(
         },
         "onset_rate_per_s": round(rhythm.onsets_s.size / duration_s, 4) if duration_s else 0.0,
         "silence_ratio": round(float(np.mean(silent)) if silent.size else 1.0, 6),
+        "meter": structure.meter,
+        "downbeats_s": structure.downbeats_s,
+        "beat_positions": structure.beat_positions,
+        "tatums_s": structure.tatums_s,
+        "sections": structure.sections,
+        "fade": structure.fade,
     }
     return {
         "analyzer_version": ANALYZER_VERSION,

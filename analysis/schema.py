@@ -172,6 +172,94 @@ class ResultSummary(TypedDict):
     """Detected onsets per second of audio."""
     silence_ratio: float
     """Fraction of frames whose RMS is below -60 dBFS, 0..1."""
+    meter: ResultMeter
+    """Beats per bar and its confidence."""
+    downbeats_s: list[float]
+    """Times of the first beat of each bar, seconds (each one also in `beats_s`)."""
+    beat_positions: list[int]
+    """Position in its bar (1 = downbeat) of each beat of `beats_s`."""
+    tatums_s: list[float]
+    """The grid below the beat (each beat divided into 1-4 equal parts), seconds."""
+    sections: list[ResultSection]
+    """Contiguous sections covering the file."""
+    fade: ResultFade
+    """Where a fade-in ends and a fade-out starts."""
+
+
+@with_config(_SCHEMA)
+class ResultMeter(TypedDict):
+    """Beats per bar, from the accents and harmonic changes of the beats."""
+
+    beats_per_bar: int
+    """2..7; 0 when there are no beats."""
+    confidence: float
+    """Share of bars whose most accented beat is the downbeat, 0 at chance, 0..1."""
+
+
+@with_config(_SCHEMA)
+class ResultSectionKey(TypedDict):
+    """The key of one section."""
+
+    tonic: str
+    """One of C C# D D# E F F# G G# A A# B (sharps only)."""
+    mode: str
+    """`major` or `minor`."""
+    confidence: float
+    """Correlation with the winning key profile, 0..1."""
+
+
+@with_config(_SCHEMA)
+class ResultSection(TypedDict):
+    """A section: a stretch of the piece that stays alike (intro, verse, chorus, ...)."""
+
+    start_s: float
+    """Start, seconds; the first section starts at 0."""
+    end_s: float
+    """End, seconds: the next section's start; the last one ends with the file."""
+    label: str
+    """`A`, `B`, ...: sections that sound alike share a label."""
+    confidence: float
+    """How clear the change at the start is, 0..1 (1 for the first section)."""
+    loudness_lufs: float
+    """Gated integrated loudness (BS.1770) of the section, LUFS; floor -70.0."""
+    tempo_bpm: float
+    """Tempo of the section's onsets, BPM; 0.0 when it has no pulse."""
+    key: ResultSectionKey
+    """Key of the section's chroma."""
+
+
+@with_config(_SCHEMA)
+class ResultFade(TypedDict):
+    """Where the sound fades in and out."""
+
+    end_of_fade_in_s: float
+    """End of the fade-in; where the sound starts when it starts abruptly (0.0 usually)."""
+    start_of_fade_out_s: float
+    """Start of the fade-out; where the sound ends when it stops abruptly (the duration)."""
+
+
+@with_config(_SCHEMA)
+class Segment(TypedDict):
+    """A short acoustically uniform unit from an onset on (`segments.json`, not the document)."""
+
+    start_s: float
+    """Start, seconds."""
+    duration_s: float
+    """Length, seconds; the next segment starts at `start_s + duration_s`."""
+    confidence: float
+    """Strength of the onset that starts it, relative to the file's strong onsets, 0..1."""
+    loudness_start_db: float
+    """Frame RMS level at the start, dB re full scale; floor -120."""
+    loudness_max_db: float
+    """Highest frame RMS level within the segment, dB re full scale."""
+    loudness_max_time_s: float
+    """Seconds from the start to the highest level."""
+    loudness_end_db: float
+    """Level where the segment ends (the next one's `loudness_start_db`), dB."""
+    pitches: list[float]
+    """12 values, C first: mean chroma over the segment, the strongest pitch class 1.0."""
+    timbre: list[float]
+    """12 values: mean MFCC 0..11 over the segment (level, slope, spectral envelope)."""
 
 
 @with_config(_SCHEMA)

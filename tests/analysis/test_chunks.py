@@ -24,6 +24,7 @@ from analysis.chunks import (
 from analysis.decode import open_audio
 from analysis.errors import UnreadableAudio
 from analysis.limits import Limits
+from tests.analysis.structure_signals import medley
 
 SR = 44100
 BPM = 100.0
@@ -187,3 +188,45 @@ def test_clipped_samples_at_the_seams_count_once(tmp_path: Path) -> None:
     loudness = chunked.document["summary"]["loudness"]
     assert loudness["clipping_ratio"] == round(len(clipped) / y.size, 8)
     assert loudness["peak_dbfs"] == 0.0
+
+
+def _structure_agrees(single: Analysis, chunked: Analysis) -> None:
+    """The structure fields within the tolerances docs/result.md ("Chunked analysis") states."""
+    a, b = single.document["summary"], chunked.document["summary"]
+    hop = single.hop_s
+    assert b["meter"]["beats_per_bar"] == a["meter"]["beats_per_bar"]
+    assert b["meter"]["confidence"] == pytest.approx(a["meter"]["confidence"], abs=0.05)
+    for name in ("downbeats_s", "tatums_s"):
+        assert len(b[name]) == len(a[name]), name
+        np.testing.assert_allclose(b[name], a[name], atol=hop + 1e-4)
+    assert b["beat_positions"] == a["beat_positions"]
+    assert [s["label"] for s in b["sections"]] == [s["label"] for s in a["sections"]]
+    for x, y in zip(a["sections"], b["sections"], strict=True):
+        assert y["start_s"] == pytest.approx(x["start_s"], abs=hop + 1e-4)
+        assert y["loudness_lufs"] == pytest.approx(x["loudness_lufs"], abs=0.1)
+        assert y["tempo_bpm"] == pytest.approx(x["tempo_bpm"], abs=1.0)
+        assert (y["key"]["tonic"], y["key"]["mode"]) == (x["key"]["tonic"], x["key"]["mode"])
+    for name in ("end_of_fade_in_s", "start_of_fade_out_s"):
+        assert b["fade"][name] == pytest.approx(a["fade"][name], abs=hop + 1e-4)
+    starts_a = np.array([s["start_s"] for s in single.segments])
+    starts_b = np.array([s["start_s"] for s in chunked.segments])
+    assert abs(starts_a.size - starts_b.size) <= max(1, starts_a.size // 100)
+    if starts_a.size == starts_b.size:
+        np.testing.assert_allclose(starts_b, starts_a, atol=hop + 1e-4)
+
+
+def test_structure_of_the_long_file_matches_the_single_pass(
+    single: Analysis, chunked: Analysis
+) -> None:
+    _structure_agrees(single, chunked)
+
+
+def test_structure_of_a_medley_matches_the_single_pass(tmp_path: Path) -> None:
+    # Seams at 20, 40 and 60 s, joins at 25 and 50 s: no seam falls on a section boundary.
+    y, _ = medley()
+    path = tmp_path / "medley.wav"
+    sf.write(path, y, 22050, subtype="FLOAT")
+    single = analyze_file(path)
+    chunked = analyze_file_chunked(path, chunk_s=20.0)
+    assert len(single.document["summary"]["sections"]) == 3
+    _structure_agrees(single, chunked)

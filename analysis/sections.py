@@ -1,0 +1,282 @@
+"""Sections: where the music changes (intro, verse, chorus, the next piece of a medley).
+
+The file is cut into units (its beats, or half-second windows without a beat; grouped so that
+there are never more than ``MAX_UNITS``), each described by its mean chroma and MFCC. A
+boundary is where the units before and after differ as distributions: the energy distance
+(Szekely & Rizzo) between the ``w`` units on each side, a checkerboard-kernel novelty in
+the manner of Foote (2000) computed from the band of the self-distance matrix within ``2w``
+of the diagonal only, so memory stays linear in the file's length. Sections with similar
+mean features share a label (agglomerative clustering, average linkage), as McFee & Ellis
+(2014) label the segments of their Laplacian method.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import scipy.cluster.hierarchy
+
+from analysis.features import Features
+from analysis.loudness import LOUDNESS_FLOOR_LUFS, Loudness, integrated_loudness
+from analysis.rhythm import estimate_tempo
+from analysis.schema import ResultSection, ResultSectionKey
+from analysis.tonal import MODES, PITCH_CLASSES, key_confidence, key_scores
+
+# At most this many units: the novelty's cost and memory grow with it (an hour of beats at
+# 120 BPM is 7200 beats, grouped 5 by 5).
+MAX_UNITS = 1500
+# Unit length when there are no beats, seconds.
+UNIT_S = 0.5
+# Seconds on each side of a candidate boundary that the novelty compares (in units, at
+# least MIN_KERNEL_UNITS and at most MAX_KERNEL_UNITS); sections are at least this long.
+KERNEL_S = 8.0
+MIN_KERNEL_UNITS = 4
+MAX_KERNEL_UNITS = 32
+# MFCC 0..12: level, spectral slope and the coarse envelope; the rest is fine detail.
+MFCC_COEFFS = 13
+# Each MFCC is scaled by its standard deviation over the units, but never by less than this
+# (dB-like units), so that a steady signal's rounding noise is not blown up into changes.
+MFCC_STD_FLOOR = 2.0
+# A boundary needs an energy distance of at least this (feature space units: chroma
+# vectors of unit length, MFCC in standard deviations over sqrt(MFCC_COEFFS)), and must
+# stand NOVELTY_MAD robust deviations above the novelty's median.
+NOVELTY_MIN = 0.15
+NOVELTY_MAD = 3.0
+# Sections whose mean features are closer than this share a label.
+LABEL_DISTANCE = 0.6
+# A boundary's confidence is 1 - exp(-novelty / NOVELTY_SCALE): the novelty peaks of the
+# benchmark tracks' boundaries run from ~0.8 to ~3.
+NOVELTY_SCALE = 1.0
+
+
+def find_sections(
+    features: Features,
+    *,
+    beats_s: np.ndarray,
+    loudness: Loudness,
+    sample_rate: int,
+    duration_s: float,
+    sr: int,
+    hop_length: int,
+) -> list[ResultSection]:
+    """Contiguous sections covering the file, with their label, loudness, tempo and key.
+
+    Parameters
+    ----------
+    features : Features
+        Frame series and per-frame chroma and MFCC of the file.
+    beats_s : np.ndarray [shape=(n_beats,)]
+        Beat times, seconds (may be empty).
+    loudness : Loudness
+        The file's loudness with its step energies.
+    sample_rate : int
+        Native rate of the file (the unit of ``loudness.step``).
+    duration_s : float
+        Seconds of the analysis signal.
+    sr, hop_length : int
+        Rate of the analysis signal and samples per frame.
+
+    Returns
+    -------
+    list of ResultSection
+        At least one (the whole file), each ``end_s`` the next ``start_s``.
+    """
+    hop_s = hop_length / sr
+    n = features.series["rms"].shape[0]
+    starts = unit_starts(beats_s, n_frames=n, hop_s=hop_s)
+    x = unit_features(features, starts)
+    boundaries: list[int] = []  # unit indices where a section starts (after the first)
+    strength: list[float] = []
+    if starts.size >= 2 * MIN_KERNEL_UNITS:
+        unit_s = float(np.median(np.diff(np.append(starts, n)))) * hop_s
+        w = int(np.clip(round(KERNEL_S / max(unit_s, 1e-3)), MIN_KERNEL_UNITS, MAX_KERNEL_UNITS))
+        curve = novelty(x, w)
+        boundaries = pick_boundaries(curve, w)
+        strength = [float(curve[i]) for i in boundaries]
+    unit_edges = [0, *boundaries, starts.size]
+    frame_edges = [int(starts[i]) for i in unit_edges[:-1]] + [n]
+    labels = label_sections(
+        np.stack([x[a:b].mean(axis=0) for a, b in itertools.pairwise(unit_edges)])
+    )
+    out: list[ResultSection] = []
+    for k, (f0, f1) in enumerate(itertools.pairwise(frame_edges)):
+        start_s = 0.0 if k == 0 else f0 * hop_s
+        end_s = duration_s if k == len(labels) - 1 else f1 * hop_s
+        # The first section starts with the file: nothing to doubt.
+        confidence = 1.0 if k == 0 else _boundary_confidence(strength[k - 1])
+        out.append(
+            _describe(
+                features,
+                f0,
+                f1,
+                start_s=start_s,
+                end_s=end_s,
+                label=labels[k],
+                confidence=confidence,
+                loudness=loudness,
+                sample_rate=sample_rate,
+                sr=sr,
+                hop_length=hop_length,
+            )
+        )
+    return out
+
+
+def unit_starts(beats_s: np.ndarray, *, n_frames: int, hop_s: float) -> np.ndarray:
+    """First frame of each unit: 0, then every beat (or every ``UNIT_S``), at most ``MAX_UNITS``."""
+    if n_frames == 0:
+        return np.zeros(1, dtype=np.int64)
+    frames = np.round(np.asarray(beats_s, dtype=np.float64) / hop_s).astype(np.int64)
+    frames = frames[(frames > 0) & (frames < n_frames)]
+    if frames.size < 2 * MIN_KERNEL_UNITS:
+        frames = np.arange(0, n_frames, max(1, round(UNIT_S / hop_s)), dtype=np.int64)
+    starts = np.unique(np.concatenate([[0], frames]))
+    group = -(-starts.size // MAX_UNITS)
+    return starts[::group]
+
+
+def unit_features(features: Features, starts: np.ndarray) -> np.ndarray:
+    """(n_units, 12 + MFCC_COEFFS) features: unit-length mean chroma, scaled mean MFCC."""
+    n = features.series["rms"].shape[0]
+    if n == 0:
+        return np.zeros((starts.size, 12 + MFCC_COEFFS))
+    counts = np.diff(np.append(starts, n)).astype(np.float64)
+    chroma = np.add.reduceat(features.matrices["chroma"].astype(np.float64), starts, axis=1)
+    norms = np.linalg.norm(chroma, axis=0)
+    chroma = chroma / np.where(norms > 1e-9, norms, 1.0)
+    mfcc = features.matrices["mfcc"][:MFCC_COEFFS].astype(np.float64)
+    mfcc = np.add.reduceat(mfcc, starts, axis=1) / counts
+    mfcc = mfcc - mfcc.mean(axis=1, keepdims=True)
+    mfcc /= np.maximum(mfcc.std(axis=1, keepdims=True), MFCC_STD_FLOOR)
+    return np.concatenate([chroma, mfcc / np.sqrt(MFCC_COEFFS)], axis=0).T
+
+
+def novelty(x: np.ndarray, w: int) -> np.ndarray:
+    """Energy distance between the ``w`` units before each unit and the ``w`` from it on.
+
+    ``2 E|X - Y| - E|X - X'| - E|Y - Y'|`` over the units ``i-w..i-1`` (X) and ``i..i+w-1``
+    (Y); the file is extended by repeating its first and last unit, so the curve falls to
+    zero at the ends. Only distances between units less than ``2w`` apart are computed.
+
+    Parameters
+    ----------
+    x : np.ndarray [shape=(n_units, d)]
+    w : int
+
+    Returns
+    -------
+    np.ndarray [shape=(n_units,)]
+        Value ``i`` scores a boundary just before unit ``i``.
+    """
+    n = x.shape[0]
+    padded = np.concatenate([np.repeat(x[:1], w, axis=0), x, np.repeat(x[-1:], w, axis=0)])
+    # band[k][j]: distance between padded units j and j + k.
+    band = [np.zeros(padded.shape[0])] + [
+        np.linalg.norm(padded[k:] - padded[:-k], axis=1) for k in range(1, 2 * w)
+    ]
+    idx = np.arange(n) + w  # unit i in padded coordinates
+    cross = np.zeros(n)
+    within = np.zeros(n)
+    for a in range(-w, 0):
+        for b in range(w):
+            cross += band[b - a][idx + a]
+    for a in range(-w, 0):
+        for a2 in range(a + 1, 0):
+            within += band[a2 - a][idx + a]  # both before unit i
+            within += band[a2 - a][idx + a + w]  # both from unit i on, same offsets
+    pairs = w * (w - 1) / 2  # w >= MIN_KERNEL_UNITS, so never 0
+    # Each side has `pairs` distinct pairs: `within / pairs` is E|X - X'| + E|Y - Y'|.
+    return 2.0 * cross / (w * w) - within / pairs
+
+
+def pick_boundaries(curve: np.ndarray, w: int) -> list[int]:
+    """Peaks of the novelty, strongest first, at least ``w`` units from each other and the ends.
+
+    A peak must reach ``NOVELTY_MIN`` and ``NOVELTY_MAD`` median absolute deviations above
+    the curve's median.
+    """
+    n = curve.size
+    median = float(np.median(curve))
+    mad = float(np.median(np.abs(curve - median)))
+    threshold = max(NOVELTY_MIN, median + NOVELTY_MAD * mad)
+    order = np.argsort(-curve, kind="stable")
+    chosen: list[int] = []
+    for i in order:
+        if curve[i] < threshold:
+            break
+        if i < w // 2 or i > n - w // 2 or any(abs(int(i) - c) < w for c in chosen):
+            continue
+        chosen.append(int(i))
+    return sorted(chosen)
+
+
+def label_sections(means: np.ndarray) -> list[str]:
+    """Letters by first appearance ("A", "B", "A", ...): sections closer than
+    ``LABEL_DISTANCE`` (average linkage over their mean features) share one."""
+    if means.shape[0] == 1:
+        return ["A"]
+    tree = scipy.cluster.hierarchy.linkage(means, method="average", metric="euclidean")
+    clusters = scipy.cluster.hierarchy.fcluster(tree, t=LABEL_DISTANCE, criterion="distance")
+    names: dict[int, str] = {}
+    for c in clusters:
+        names.setdefault(int(c), _letters(len(names)))
+    return [names[int(c)] for c in clusters]
+
+
+def _letters(i: int) -> str:
+    """0 -> "A", 25 -> "Z", 26 -> "AA", like spreadsheet columns."""
+    out = ""
+    i += 1
+    while i:
+        i, r = divmod(i - 1, 26)
+        out = chr(ord("A") + r) + out
+    return out
+
+
+def _boundary_confidence(strength: float) -> float:
+    return float(1.0 - np.exp(-strength / NOVELTY_SCALE))
+
+
+def _describe(
+    features: Features,
+    f0: int,
+    f1: int,
+    *,
+    start_s: float,
+    end_s: float,
+    label: str,
+    confidence: float,
+    loudness: Loudness,
+    sample_rate: int,
+    sr: int,
+    hop_length: int,
+) -> ResultSection:
+    """One section's document entry: loudness from its steps, tempo and key from its frames."""
+    step_s = loudness.step / sample_rate if loudness.step else 0.1
+    a, b = round(start_s / step_s), round(end_s / step_s)
+    lufs = integrated_loudness(loudness.steps[a:b], loudness.step) if loudness.step else -np.inf
+    bpm, _ = estimate_tempo(features.series["onset_strength"][f0:f1], sr, hop_length)
+    # The pitch-class profile the file's key is decided on (analysis.tonal).
+    profile = features.matrices["pcp"][:, f0:f1]
+    return {
+        "start_s": round(start_s, 4),
+        "end_s": round(end_s, 4),
+        "label": label,
+        "confidence": round(confidence, 4),
+        "loudness_lufs": round(float(max(lufs, LOUDNESS_FLOOR_LUFS)), 3),
+        "tempo_bpm": round(bpm, 3),
+        "key": section_key(profile.mean(axis=1) if profile.shape[1] else np.zeros(12)),
+    }
+
+
+def section_key(profile: np.ndarray) -> ResultSectionKey:
+    """The key whose profile fits a section's mean pitch-class profile best, as the file's
+    key is decided (``analysis.tonal.key_scores``), without its local-key search."""
+    scores = key_scores(profile)
+    k = int(np.argmax(scores))
+    return {
+        "tonic": PITCH_CLASSES[k % 12],
+        "mode": MODES[k // 12],
+        "confidence": round(key_confidence(scores), 4),
+    }
