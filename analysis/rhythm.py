@@ -1,44 +1,283 @@
-"""Tempo, beats and onsets from the onset-strength envelope."""
+"""Tempo, its alternatives, beats and onsets from the onset-strength envelope.
+
+The tempo is decided in two steps, because the two ways tempo estimates fail are different:
+
+1. **Which periodicity** (the family of metrically related tempi). The autocorrelation of the
+   onset envelope peaks at the beat period and at its multiples (half, third of the tempo);
+   its Fourier spectrum peaks at the beat frequency and at its harmonics (double, triple). Their
+   product peaks where both agree, at the pulse itself, as in pitch detection (Peeters 2006,
+   "Music pitch representation by periodicity measures based on combined temporal and spectral
+   representations"; Peeters 2007 for tempo). Weighted by a broad prior, its maximum is a
+   member of the right family on every piece of the evaluation set (docs/accuracy.md).
+2. **Which metrical level** of that family is the beat: the tempo, its half, third, double,
+   triple, and the 2:3 relatives (a 6/8 piece's dotted quarter against its quarter note). Each
+   candidate is scored by a small log-linear model of three pieces of evidence: its
+   periodicity (the product above), how far it is from the tempi music is usually felt at
+   (a log-tempo prior), and how many onsets fall in one of its beats (a beat holds one to a
+   few notes; Percival & Tzanetakis 2014 decide the octave from such features too). The
+   weights were fitted, as a conditional logit, on the dev half of the evaluation set
+   (``scripts/fit_tempo.py``); the softmax of the scores is each candidate's ``weight``, and
+   the chosen one's weight is the tempo's confidence.
+
+The beat tracker (librosa's dynamic programme) then runs at the chosen tempo, so the beats are
+spaced by it.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import librosa
 import numpy as np
+import scipy.signal
 
 MIN_BPM = 30.0
 MAX_BPM = 300.0
-# Where octave ambiguity is resolved to: most music is felt between these.
-PREFERRED_BPM = (70.0, 180.0)
-# An octave-related candidate inside PREFERRED_BPM wins if its periodicity is at least this
-# fraction of the strongest one's.
-OCTAVE_RATIO = 0.5
 # An envelope that never rises above this (mean dB increase over mel bands per frame) has no
 # onsets: a steady tone's envelope is rounding noise, whose autocorrelation means nothing.
 MIN_ONSET_STRENGTH = 1.0
-# Centre and width (in octaves) of the log-normal tempo prior, librosa's defaults.
-PRIOR_BPM = 120.0
-PRIOR_OCTAVES = 1.0
+# Log-tempo grid the periodicity functions are compared on: 1/96 octave (0.7 %) steps.
+GRID_STEPS_PER_OCTAVE = 96
+# Step 1's prior: broad (one octave) around 120 BPM; it only has to find the family.
+FAMILY_PRIOR_BPM = 120.0
+FAMILY_PRIOR_OCTAVES = 1.0
+# Fourier tempogram: Welch average of 8 s windows (75 % overlap) of the envelope.
+SPECTRUM_WINDOW_S = 8.0
+# Candidate tempi: these multiples of the family's tempo (step 2).
+RATIOS = (1 / 3, 1 / 2, 2 / 3, 1.0, 3 / 2, 2.0, 3.0)
+# The ratios that group the family's strongest pulse in threes (a meter like 3/4 or 6/8 where
+# the strongest pulse is the beat or its subdivision).
+TERNARY = (1 / 3, 2 / 3, 3 / 2, 3.0)
+# A candidate's periodicity is read at the strongest grid point within this relative distance.
+PEAK_TOLERANCE = 0.03
+# Floors of the two periodicity measures (fractions of their maximum over the grid): a click
+# track's half tempo has autocorrelation but no spectral line, its double the reverse; the
+# floor keeps such a candidate's evidence finite, ranked below one with both.
+EVIDENCE_FLOOR = 0.05
+# The log-linear model of step 2 (scripts/fit_tempo.py, conditional logit on the dev half):
+# score = W_PRIOR * l + W_PRIOR2 * l**2 + W_PERIODICITY * s + W_DENSITY * d + W_DENSITY2 * d**2
+# with l = log2(bpm / 120), s = log of the candidate's periodicity relative to the family's
+# best, d = log2(beat period / median inter-onset interval).
+W_PRIOR = -2.54
+W_PRIOR2 = -3.98
+W_PERIODICITY = 1.97
+W_DENSITY = 2.54
+W_DENSITY2 = -1.24
+W_TERNARY = -0.24
+# The tempo is refined on the autocorrelation peak of up to this many beats (a longer lag
+# divides the one-frame quantisation by as many beats).
+REFINE_BEATS = 4
+# Candidates reported in the document.
+MAX_CANDIDATES = 3
+
+
+# (bpm, weight) pairs, the chosen tempo first.
+Candidates = tuple[tuple[float, float], ...]
 
 
 @dataclass(frozen=True)
 class Rhythm:
-    """Tempo in BPM with a 0..1 periodicity confidence, beat and onset times in seconds."""
+    """Tempo in BPM with a 0..1 confidence, alternatives, beat and onset times in seconds.
+
+    ``candidates`` holds up to ``MAX_CANDIDATES`` ``(bpm, weight)`` pairs, the chosen tempo
+    first, sorted by weight (the model's probability that each is the beat).
+    """
 
     bpm: float
     confidence: float
     beats_s: np.ndarray
     onsets_s: np.ndarray
+    candidates: Candidates = field(default=())
 
 
-def estimate_tempo(onset_env: np.ndarray, sr: int, hop_length: int) -> tuple[float, float]:
-    """Global tempo from the autocorrelation of the whole onset envelope.
+@dataclass(frozen=True)
+class Candidate:
+    """One metrical level considered for the beat: its tempo and the model's evidence."""
 
-    One autocorrelation of the envelope is the mean of librosa's tempogram over time, without
-    holding a (384, n_frames) tempogram in memory. Peaks are weighted by a log-normal prior
-    around 120 BPM, refined to sub-frame lag by parabolic interpolation, and folded by an
-    octave into 70-180 BPM when that octave is nearly as periodic.
+    bpm: float
+    log_tempo: float
+    periodicity: float
+    density: float
+    ternary: bool
+
+    def score(self) -> float:
+        """The model's log-odds (up to a constant shared by a file's candidates)."""
+        return float(
+            W_PRIOR * self.log_tempo
+            + W_PRIOR2 * self.log_tempo**2
+            + W_PERIODICITY * self.periodicity
+            + W_DENSITY * self.density
+            + W_DENSITY2 * self.density**2
+            + W_TERNARY * self.ternary
+        )
+
+
+def _grid() -> np.ndarray:
+    octaves = np.log2(MAX_BPM / MIN_BPM)
+    steps = int(np.ceil(octaves * GRID_STEPS_PER_OCTAVE))
+    return MIN_BPM * 2.0 ** (np.arange(steps + 1) / GRID_STEPS_PER_OCTAVE)
+
+
+GRID_BPM = _grid()
+
+
+def periodicity(
+    onset_env: np.ndarray, frame_rate: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Autocorrelation and Fourier tempogram of an onset envelope, on ``GRID_BPM``.
+
+    Parameters
+    ----------
+    onset_env : np.ndarray [shape=(n,)]
+        Onset strength envelope.
+    frame_rate : float
+        Envelope frames per second.
+
+    Returns
+    -------
+    ac : np.ndarray
+        Autocorrelation by lag in frames, normalised to 1 at lag 0, up to ``REFINE_BEATS``
+        periods of ``MIN_BPM``.
+    acf : np.ndarray
+        Autocorrelation (normalised to 1 at lag 0) at each grid tempo's period, linearly
+        interpolated between lags; may be negative.
+    spectrum : np.ndarray
+        Mean magnitude spectrum of the envelope at each grid tempo's frequency, scaled so its
+        grid maximum is 1.
+    """
+    env = onset_env.astype(np.float64)
+    env = env - float(np.mean(env))
+    max_lag = min(int(np.ceil(REFINE_BEATS * frame_rate * 60.0 / MIN_BPM)) + 2, env.size)
+    ac = librosa.autocorrelate(env, max_size=max_lag)
+    ac = ac / ac[0] if ac[0] > 0 else np.zeros_like(ac)
+    acf = np.interp(frame_rate * 60.0 / GRID_BPM, np.arange(ac.size), ac, right=0.0)
+    window = min(env.size, round(SPECTRUM_WINDOW_S * frame_rate))
+    # Zero-padded so that bins are at most 2 % of the slowest tempo apart.
+    nfft = max(window, 1 << int(np.ceil(np.log2(frame_rate * 60.0 / (0.02 * MIN_BPM)))))
+    freqs, power = scipy.signal.welch(
+        env, fs=frame_rate, window="hann", nperseg=window, noverlap=window * 3 // 4, nfft=nfft
+    )
+    spectrum = np.interp(GRID_BPM / 60.0, freqs, np.sqrt(power))
+    top = float(np.max(spectrum))
+    return ac, acf, spectrum / top if top > 0 else spectrum
+
+
+def tempo_candidates(
+    onset_env: np.ndarray, frame_rate: float, onsets_s: np.ndarray
+) -> list[Candidate]:
+    """The metrical levels the beat may be at, with the evidence the model scores.
+
+    Parameters
+    ----------
+    onset_env : np.ndarray [shape=(n,)]
+        Onset strength envelope.
+    frame_rate : float
+        Envelope frames per second.
+    onsets_s : np.ndarray
+        Onset times in seconds (``librosa.onset.onset_detect`` on the same envelope).
+
+    Returns
+    -------
+    list[Candidate]
+        Empty when the envelope has no periodicity; otherwise the family's tempo and those
+        of its ``RATIOS`` multiples that fall in ``MIN_BPM``..``MAX_BPM``.
+    """
+    if onset_env.size < 4 or float(np.max(onset_env)) < MIN_ONSET_STRENGTH:
+        return []
+    if float(np.var(onset_env)) <= 0:
+        return []
+    ac, acf, spectrum = periodicity(onset_env, frame_rate)
+    evidence = np.maximum(acf, EVIDENCE_FLOOR) * np.maximum(spectrum, EVIDENCE_FLOOR)
+    if float(np.max(acf)) <= EVIDENCE_FLOOR:
+        return []
+    log_tempo = np.log2(GRID_BPM / FAMILY_PRIOR_BPM)
+    prior = np.exp(-0.5 * (log_tempo / FAMILY_PRIOR_OCTAVES) ** 2)
+    family = int(np.argmax(evidence * prior))
+    best = float(evidence[family])
+    intervals = np.diff(onsets_s)
+    # Without two onsets, a beat is taken to hold one (no density evidence either way).
+    ioi = float(np.median(intervals)) if intervals.size else None
+    out: list[Candidate] = []
+    for ratio in RATIOS:
+        target = GRID_BPM[family] * ratio
+        near = np.flatnonzero(
+            (target / (1 + PEAK_TOLERANCE) <= GRID_BPM)
+            & (target * (1 + PEAK_TOLERANCE) >= GRID_BPM)
+        )
+        if near.size == 0:
+            continue
+        i = int(near[np.argmax(evidence[near])])
+        if acf[i] <= EVIDENCE_FLOOR and spectrum[i] <= EVIDENCE_FLOOR:
+            continue  # no periodicity at all at this level: not a candidate
+        bpm = _refine(ac, frame_rate, float(GRID_BPM[i]))
+        density = float(np.log2(60.0 / bpm / ioi)) if ioi else 0.0
+        out.append(
+            Candidate(
+                bpm=bpm,
+                log_tempo=float(np.log2(bpm / 120.0)),
+                periodicity=float(np.log(evidence[i] / best)),
+                density=density,
+                ternary=ratio in TERNARY,
+            )
+        )
+    return out
+
+
+def _refine(ac: np.ndarray, frame_rate: float, bpm: float) -> float:
+    """The tempo near ``bpm`` to a fraction of a frame: the autocorrelation peak nearest to
+    the longest multiple (up to ``REFINE_BEATS`` beats) of its period that is a peak,
+    interpolated by a parabola and divided by the multiple; ``bpm`` when there is none."""
+    period = frame_rate * 60.0 / bpm
+    for beats in range(REFINE_BEATS, 0, -1):
+        target = beats * period
+        lo, hi = (
+            int(np.floor(target * (1 - PEAK_TOLERANCE))),
+            int(np.ceil(target * (1 + PEAK_TOLERANCE))),
+        )
+        if lo < 1 or hi + 1 >= ac.size:
+            continue
+        lag = lo + int(np.argmax(ac[lo : hi + 1]))
+        if ac[lag] <= 0 or ac[lag] < ac[lag - 1] or ac[lag] < ac[lag + 1]:
+            continue
+        a, b, c = ac[lag - 1], ac[lag], ac[lag + 1]
+        denom = a - 2 * b + c
+        offset = 0.5 * (a - c) / denom if denom < 0 else 0.0
+        return float(60.0 * frame_rate * beats / (lag + offset))
+    return bpm
+
+
+def choose_tempo(
+    candidates: list[Candidate],
+) -> tuple[float, float, Candidates]:
+    """The beat among ``candidates``: (bpm, confidence, top candidates as (bpm, weight)).
+
+    Weights are the softmax of the model's scores; the confidence is the chosen one's.
+    """
+    if not candidates:
+        return 0.0, 0.0, ()
+    scores = np.array([c.score() for c in candidates])
+    weights = np.exp(scores - scores.max())
+    weights /= weights.sum()
+    order = [int(k) for k in np.argsort(-weights, kind="stable")]
+    chosen = candidates[order[0]].bpm
+    # The half and the double of the chosen tempo are reported whenever they were candidates
+    # (had periodicity evidence), whatever their weight: they are the alternatives a reader
+    # of a tempo asks about first. The rest by weight.
+    octaves = [
+        k
+        for k in order[1:]
+        if any(abs(candidates[k].bpm / chosen - r) < 0.05 * r for r in (0.5, 2.0))
+    ]
+    shown = [order[0], *octaves, *(k for k in order[1:] if k not in octaves)][:MAX_CANDIDATES]
+    shown.sort(key=lambda k: -weights[k])
+    top = tuple((candidates[k].bpm, float(weights[k])) for k in shown)
+    return chosen, float(weights[order[0]]), top
+
+
+def estimate_tempo(
+    onset_env: np.ndarray, sr: int, hop_length: int, onsets_s: np.ndarray | None = None
+) -> tuple[float, float]:
+    """Global tempo and its confidence (see the module docstring for the method).
 
     Parameters
     ----------
@@ -48,64 +287,40 @@ def estimate_tempo(onset_env: np.ndarray, sr: int, hop_length: int) -> tuple[flo
         Sample rate of the signal the envelope came from.
     hop_length : int
         Samples per envelope frame.
+    onsets_s : np.ndarray or None
+        Onset times in seconds, detected on ``onset_env`` when not given.
 
     Returns
     -------
     bpm : float
         Tempo in beats per minute, 0.0 when there is no periodicity.
     confidence : float
-        Normalised autocorrelation (0..1) at the chosen beat period.
+        The model's probability (0..1) that ``bpm`` is the beat and not another metrical
+        level.
     """
-    frame_rate = sr / hop_length
-    env = onset_env.astype(np.float64) - float(np.mean(onset_env))
-    max_lag = int(np.ceil(frame_rate * 60.0 / MIN_BPM)) + 2
-    if env.size < 4 or float(np.max(onset_env)) < MIN_ONSET_STRENGTH:
-        return 0.0, 0.0
-    ac = librosa.autocorrelate(env, max_size=min(max_lag, env.size))
-    if ac[0] <= 0:
-        return 0.0, 0.0
-    ac = ac / ac[0]
-    lags = np.arange(ac.size)
-    min_lag = max(1, int(np.floor(frame_rate * 60.0 / MAX_BPM)))
-    peaks = [
-        lag
-        for lag in range(min_lag, ac.size - 1)
-        if ac[lag] > 0 and ac[lag] >= ac[lag - 1] and ac[lag] > ac[lag + 1]
-    ]
-    if not peaks:
-        return 0.0, 0.0
-    with np.errstate(divide="ignore"):
-        bpm_of_lag = np.where(lags > 0, 60.0 * frame_rate / np.maximum(lags, 1), np.inf)
-    prior = np.exp(-0.5 * (np.log2(bpm_of_lag / PRIOR_BPM) / PRIOR_OCTAVES) ** 2)
-    best = max(peaks, key=lambda lag: ac[lag] * prior[lag])
-
-    low, high = PREFERRED_BPM
-    if not low <= bpm_of_lag[best] <= high:
-        for factor in (2.0, 0.5):
-            octave = _nearest_peak(peaks, best * factor)
-            if octave is not None and low <= bpm_of_lag[octave] <= high:
-                if ac[octave] >= OCTAVE_RATIO * ac[best]:
-                    best = octave
-                break
-    period = _refine(ac, best)
-    return float(60.0 * frame_rate / period), float(np.clip(ac[best], 0.0, 1.0))
+    bpm, confidence, _ = _tempo(onset_env, sr, hop_length, onsets_s)
+    return bpm, confidence
 
 
-def _nearest_peak(peaks: list[int], target: float) -> int | None:
-    near = [p for p in peaks if abs(p - target) <= max(1.0, 0.06 * target)]
-    return min(near, key=lambda p: abs(p - target)) if near else None
+def _tempo(
+    onset_env: np.ndarray, sr: int, hop_length: int, onsets_s: np.ndarray | None
+) -> tuple[float, float, Candidates]:
+    if onsets_s is None:
+        onsets_s = _onsets(onset_env, sr, hop_length)
+    return choose_tempo(tempo_candidates(onset_env, sr / hop_length, onsets_s))
 
 
-def _refine(ac: np.ndarray, lag: int) -> float:
-    a, b, c = ac[lag - 1], ac[lag], ac[lag + 1]
-    denom = a - 2 * b + c
-    if denom >= 0:
-        return float(lag)
-    return float(lag + 0.5 * (a - c) / denom)
+def _onsets(onset_env: np.ndarray, sr: int, hop_length: int) -> np.ndarray:
+    if onset_env.size == 0 or float(np.max(onset_env)) < MIN_ONSET_STRENGTH:
+        return np.zeros(0)
+    onsets = librosa.onset.onset_detect(
+        onset_envelope=onset_env, sr=sr, hop_length=hop_length, units="time"
+    )
+    return np.asarray(onsets, dtype=np.float64)
 
 
 def rhythm(onset_env: np.ndarray, sr: int, *, hop_length: int) -> Rhythm:
-    """Tempo, beats and onsets of an onset envelope.
+    """Tempo, its alternatives, beats and onsets of an onset envelope.
 
     Parameters
     ----------
@@ -120,14 +335,14 @@ def rhythm(onset_env: np.ndarray, sr: int, *, hop_length: int) -> Rhythm:
     -------
     Rhythm
     """
-    bpm, confidence = estimate_tempo(onset_env, sr, hop_length)
+    onsets = _onsets(onset_env, sr, hop_length)
+    bpm, confidence, candidates = _tempo(onset_env, sr, hop_length, onsets)
     empty = np.zeros(0)
     if bpm <= 0:
         return Rhythm(0.0, 0.0, empty, empty)
     _, beats = librosa.beat.beat_track(
         onset_envelope=onset_env, sr=sr, hop_length=hop_length, bpm=bpm, units="time"
     )
-    onsets = librosa.onset.onset_detect(
-        onset_envelope=onset_env, sr=sr, hop_length=hop_length, units="time"
+    return Rhythm(
+        bpm, confidence, np.asarray(beats, dtype=np.float64), onsets, candidates=candidates
     )
-    return Rhythm(bpm, confidence, np.asarray(beats, dtype=np.float64), np.asarray(onsets))
