@@ -51,6 +51,8 @@ OVERTONE_DECAY = 0.6
 # bass lines, above the rumble and below the upper partials that only echo lower notes.
 PCP_FMIN_HZ = 40.0
 PCP_FMAX_HZ = 3500.0
+# Octaves of semitones from C1 (32.7 Hz) that hold the peaks (up to B7, 3951 Hz).
+_PCP_OCTAVES = 7
 # A peak counts when it is at least this fraction of its frame's largest magnitude.
 PCP_PEAK_THRESHOLD = 0.01
 # Local keys: scores of windows this long (seconds), one per step, and the penalty (in units of
@@ -119,44 +121,50 @@ def frame_pitch_classes(S: np.ndarray, sr: int, n_fft: int, tuning: float) -> np
     Returns
     -------
     np.ndarray [shape=(frames, 12)], float32
-        Pitch class C first; each frame's largest value 1, frames without peaks all 0.
+        Pitch class C first; each frame in units of its strongest semitone (a pitch class
+        passes 1 where octaves add up); frames without peaks all 0.
     """
     n = S.shape[0]
-    out = np.zeros(n * 12)
     bin_hz = sr / n_fft
     lo = max(int(PCP_FMIN_HZ / bin_hz), 1)
     hi = min(int(PCP_FMAX_HZ / bin_hz) + 1, S.shape[1] - 2)
     if n == 0 or hi <= lo:
-        return out.reshape(n, 12).astype(np.float32)
+        return np.zeros((n, 12), np.float32)
     # Bins lo..hi with their neighbours on both sides.
     x = S[:, lo - 1 : hi + 2]
     below, centre, above = x[:, :-2], x[:, 1:-1], x[:, 2:]
-    floor = np.float32(PCP_PEAK_THRESHOLD) * S.max(axis=1, keepdims=True)
-    rows, cols = np.nonzero((centre > below) & (centre >= above) & (centre > floor))
+    floor = np.float32(PCP_PEAK_THRESHOLD) * centre.max(axis=1, keepdims=True)
+    peaks = (centre > below) & (centre >= above) & (centre > floor)
+    # Peak positions as flat indices into S (one flatnonzero beats a 2-D nonzero ~3x).
+    rows, cols = np.divmod(np.flatnonzero(peaks), peaks.shape[1])
+    cols += lo
+    flat = np.ascontiguousarray(S).reshape(-1)
+    at = rows * S.shape[1] + cols
     # Parabolic interpolation of the log magnitude: the peak's offset from its bin (-0.5..0.5)
-    # and its height.
-    a = np.log(np.maximum(below[rows, cols], 1e-12, dtype=np.float64))
-    b = np.log(centre[rows, cols].astype(np.float64))
-    c = np.log(np.maximum(above[rows, cols], 1e-12, dtype=np.float64))
-    curvature = a - 2.0 * b + c
-    with np.errstate(divide="ignore", invalid="ignore"):
-        offset = np.where(curvature < 0.0, 0.5 * (a - c) / curvature, 0.0)
-    offset = np.clip(offset, -0.5, 0.5)
-    magnitude = np.exp(b - 0.25 * (a - c) * offset)
-    hz = (cols + lo + offset) * bin_hz
-    # Semitones above C (any octave), the tuning removed; the nearest pitch class gets the
+    # and its height. float32 throughout: cents of precision are plenty, at half the cost.
+    a, b, c = (np.log(np.maximum(flat[at + k], np.float32(1e-12))) for k in (-1, 0, 1))
+    curvature = a - 2 * b + c  # < 0: the centre is a strict maximum of the three
+    offset = np.clip(np.float32(0.5) * (a - c) / np.minimum(curvature, -1e-12), -0.5, 0.5)
+    magnitude = np.exp(b - np.float32(0.25) * (a - c) * offset)
+    # Semitones above C1 (MIDI 24), the tuning removed; the nearest semitone gets the
     # magnitude times a cos² taper that is 1 on the semitone and 0 half a semitone away.
-    semitones = 12.0 * np.log2(hz / 440.0) + 9.0 - tuning
-    nearest = np.round(semitones)
+    semitones = 12 * np.log2((cols + offset) * np.float32(bin_hz / 440.0)) + np.float32(
+        45.0 - tuning
+    )
+    nearest = np.clip(np.round(semitones), 0, 12 * _PCP_OCTAVES - 1)
     weight = magnitude * np.cos(np.pi * (semitones - nearest)) ** 2
-    inside = (hz >= PCP_FMIN_HZ) & (hz <= PCP_FMAX_HZ)
-    np.add.at(out, rows[inside] * 12 + nearest[inside].astype(np.int64) % 12, weight[inside])
-    # Each frame scaled by its strongest peak (not its strongest pitch class), so that a chord
-    # weighs more than a single note of the same loudness.
-    top = np.zeros(n)
-    np.maximum.at(top, rows[inside], weight[inside])
-    pcp = out.reshape(n, 12) / np.where(top > 0.0, top, 1.0)[:, None]
-    return pcp.astype(np.float32)
+    spectrum = np.bincount(
+        rows * 12 * _PCP_OCTAVES + nearest.astype(np.int64),
+        weights=weight,
+        minlength=n * 12 * _PCP_OCTAVES,
+    ).reshape(n, 12 * _PCP_OCTAVES)
+    # Each frame in units of its strongest semitone, so that a chord weighs more than a single
+    # note of the same loudness (scaling to the strongest pitch class instead measured worse).
+    top = spectrum.max(axis=1)
+    pcp = spectrum[:, :12].copy()
+    for octave in range(1, _PCP_OCTAVES):
+        pcp += spectrum[:, 12 * octave : 12 * octave + 12]
+    return (pcp / np.where(top > 0.0, top, 1.0)[:, None]).astype(np.float32)
 
 
 def key_templates() -> np.ndarray:
