@@ -27,6 +27,9 @@ $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@echo "Installing earshot and its dependencies into $(VENV) (the first time takes minutes: see README, Set-up)"
 	$(BIN)/python -m pip install --disable-pip-version-check --progress-bar on -e '.[dev]'
+	# numba's compiled code, cached inside the venv: a fresh `make run` loads it (~4 s) instead
+	# of compiling it in every worker pool (~25 s).
+	$(BIN)/earshot warmup
 	@touch $(STAMP)
 
 samples: $(STAMP)

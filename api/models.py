@@ -221,12 +221,23 @@ class Readiness(BaseModel):
                 {
                     "status": "ready",
                     "checks": {"broker": True, "database": True, "blobs": True},
+                    "workers": {
+                        "earshot.interactive": True,
+                        "earshot.batch": True,
+                        "earshot.render": True,
+                        "earshot.webhook": True,
+                    },
                     "analyzer_version": "1.0.1",
                 }
             ]
         }
     )
 
-    status: str = Field(description="`ready` when every dependency answers.")
+    status: str = Field(
+        description="`ready` when every dependency answers and every queue has a warm worker."
+    )
     checks: dict[str, bool] = Field(description="Each dependency and whether it answered.")
+    workers: dict[str, bool] = Field(
+        description="Each queue and whether a worker that finished its warm-up consumes it."
+    )
     analyzer_version: str = Field(description="Version of the analysis code results come from.")

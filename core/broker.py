@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
+from queue import Empty
 from typing import Any
 
 from celery import Celery
@@ -81,6 +82,24 @@ class AtomicFilesystemChannel(filesystem.Channel):
             os.replace(partial, final)
         except OSError as exc:
             raise ChannelError(f"Cannot add file {final!r} to directory") from exc
+
+    def _poll(self, cycle: Any, callback: Any, timeout: float | None = None) -> Any:
+        """Take the next message of the first queue, in ``Queue`` order, that holds one.
+
+        kombu's virtual channels rotate over their queues (one fetch each, in turn), so a pool
+        consuming the interactive and the batch queue took a batch job before a waiting
+        interactive one every other time. In ``Queue`` order, an interactive upload waits at
+        most for the task the pool is running (`earshot dev`'s interactive pool also takes
+        batch jobs while nothing interactive waits).
+        """
+        rank = {q.value: i for i, q in enumerate(Queue)}
+        for queue in sorted(self._active_queues, key=lambda q: rank.get(q, len(rank))):
+            try:
+                message = self._get(queue)  # type: ignore[no-untyped-call]
+            except Empty:
+                continue
+            return callback(message, queue)
+        raise Empty()
 
 
 class AtomicFilesystemTransport(filesystem.Transport):

@@ -61,6 +61,8 @@ class JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
             "request_id": getattr(record, "request_id", None),
             "job_id": getattr(record, "job_id", None),
+            # Which process: `earshot dev` writes every pool's lines to one stream.
+            "pid": record.process,
         }
         for key, value in record.__dict__.items():
             if key not in _RECORD_ATTRS and not key.startswith("_"):

@@ -13,11 +13,12 @@ from amqp.exceptions import RecoverableConnectionError
 from celery import Celery
 
 from analysis.version import ANALYZER_VERSION
+from core import workers
 from core.blobs import BlobStore, open_blob_store
 from core.broker import PUBLISH_TIMEOUT_S, make_celery
 from core.errors import BrokerUnavailable
 from core.jobs import Job, JobStore
-from core.names import ANALYZE_TASK, QUEUE_FOR_PRIORITY, Priority
+from core.names import ANALYZE_TASK, QUEUE_FOR_PRIORITY, Priority, Queue
 from core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -93,6 +94,15 @@ class Runtime:
             "database": self._database_ready(),
             "blobs": self._blobs_ready(),
         }
+
+    def warm_queues(self) -> dict[str, bool]:
+        """Each queue, and whether a warm worker consumes it (all False if the broker is
+        unreachable); see ``core.workers``."""
+        try:
+            return workers.warm_queues(self.settings, self.celery, PUBLISH_TIMEOUT_S)
+        except Exception as exc:
+            log.warning("cannot tell which queues have workers: %s", exc)
+            return {q.value: False for q in Queue}
 
     def _broker_ready(self) -> bool:
         try:

@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("earshot.service_cmd", "the HTTP API alone"),
     "worker": ("earshot.service_cmd", "a worker pool for some or all queues"),
     "migrate": ("earshot.service_cmd", "create or upgrade the job store schema"),
+    "warmup": ("earshot.service_cmd", "compile the analysis's numba code into the JIT cache"),
     "submit": ("earshot.submit_cmd", "send files and folders to the API, collect results"),
     "status": ("earshot.submit_cmd", "show one or more jobs"),
     "fetch": ("earshot.submit_cmd", "download results of finished jobs"),

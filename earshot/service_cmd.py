@@ -1,4 +1,4 @@
-"""``earshot dev | serve | worker | migrate``: run the service, or one part of it.
+"""``earshot dev | serve | worker | migrate | warmup``: run the service, or one part of it.
 
 Settings come from ``EARSHOT_*`` variables (see README "Settings"); the flags cover only what
 differs between processes of one deployment. Heavy imports stay inside ``run``.
@@ -25,6 +25,17 @@ log = logging.getLogger("earshot")
 
 # How often `earshot dev` and `earshot worker --reconcile` look for lost jobs.
 RECONCILE_INTERVAL_S = 60.0
+
+# Seconds `earshot dev` waits for its interactive pool to be warm before starting the others
+# anyway (they start as soon as it is).
+DEV_STAGGER_S = 30.0
+
+# Where `earshot warmup` (run by `make install`) leaves numba's compiled code for the workers:
+# inside the Python environment, so it comes and goes with the install.
+INSTALL_NUMBA_CACHE = Path(sys.prefix) / "var" / "earshot" / "numba-cache"
+
+# The queues whose pools analyse audio (and so warm the analysis up before they fork).
+ANALYSIS_QUEUES = frozenset({Queue.INTERACTIVE.value, Queue.BATCH.value})
 
 # Seconds `earshot dev` gives its children to stop after Ctrl-C before killing them. A running
 # analysis is not waited for: its job is re-queued by the reconciler at the next start.
@@ -68,13 +79,15 @@ def run(name: str, args: argparse.Namespace) -> int:
 
     settings = get_settings()
     configure_logging(settings)
-    if name != "migrate":
+    if name not in ("migrate", "warmup"):
         # Before any metric exists: every process of this host writes to one folder.
         metrics_dir = enable_multiprocess(settings)
         if name == "dev":
             prune_dead_processes(metrics_dir)  # the last run's totals; dev starts them all
     if name == "migrate":
         return migrate()
+    if name == "warmup":
+        return warmup_command()
     if name in ("dev", "serve") and not open_bind_allowed(settings, args.host):
         print(
             f"error: no API keys are set (EARSHOT_API_KEYS or EARSHOT_API_KEYS_FILE), so the "
@@ -158,16 +171,12 @@ def worker(
     if unknown or not queues:
         print(f"error: unknown queue(s) {unknown}; choose from {sorted(known)}", file=sys.stderr)
         return 2
-    # numba caches its JIT output next to the source by default, which is read-only in an
-    # installed package; without a writable cache every worker recompiles at every start.
-    if "NUMBA_CACHE_DIR" not in os.environ:
-        cache = (settings.data_dir / "numba-cache").resolve()
-        cache.mkdir(parents=True, exist_ok=True)
-        os.environ["NUMBA_CACHE_DIR"] = str(cache)
+    use_numba_cache(settings)
 
-    from celery.signals import worker_process_init
+    from celery.signals import worker_process_init, worker_ready, worker_shutdown
 
     import tasks.analyze  # noqa: F401 - registers the task on the app
+    from core import workers
     from core.runtime import build_runtime
     from tasks.app import configure_worker
 
@@ -183,13 +192,16 @@ def worker(
         # A forked pool process must not share the parent's database connections.
         runtime.jobs.engine.dispose(close=False)
 
+    started = time.monotonic()
     # A pool that only delivers webhooks waits on receivers' sockets: threads, many of them,
     # and no librosa to warm up. Any other pool forks processes that analyse or draw.
     webhooks_only = queues == [Queue.WEBHOOK.value]
     if webhooks_only:
         pool = ["--pool=threads", f"--concurrency={concurrency or settings.webhook_concurrency}"]
     else:
-        warm_up(draws_plots=Queue.RENDER.value in queues)
+        warm_up(
+            analyses=bool(ANALYSIS_QUEUES & set(queues)), draws_plots=Queue.RENDER.value in queues
+        )
         pool = [f"--concurrency={concurrency or settings.worker_concurrency}"]
     if reconcile:
         from core.reconcile import reconcile_forever
@@ -202,13 +214,41 @@ def worker(
             daemon=True,
         ).start()
     pool_name = "+".join(q.removeprefix("earshot.") for q in queues)
+    hostname = f"{pool_name}.{os.getpid()}"
+    presence: list[Path | None] = []
+
+    # Once the pool consumes (its warm-up is behind it), /readyz counts its queues as served;
+    # on RabbitMQ the broker's consumer count says the same without a record.
+    @worker_ready.connect(weak=False)
+    def _ready(**_: Any) -> None:
+        presence.append(workers.announce(settings, hostname, queues))
+
+    @worker_shutdown.connect(weak=False)
+    def _stopping(**_: Any) -> None:
+        for path in presence:
+            workers.withdraw(path)
+
+    # The one line a pool logs when it consumes (Celery's own "<hostname> ready." is dropped,
+    # see core.logs.QUIET_MESSAGES); " ready." stays in it for whoever waits on that text.
+    @worker_ready.connect(weak=False)
+    def _log_ready(**_: Any) -> None:
+        size = pool[-1].split("=", 1)[1]
+        log.info(
+            "worker pool %s ready. queues %s, %s %s, %.1f s after start",
+            pool_name,
+            ",".join(queues),
+            size,
+            "threads" if webhooks_only else "processes",
+            time.monotonic() - started,
+        )
+
     runtime.celery.worker_main(
         [
             "worker",
             f"--queues={','.join(queues)}",
             *pool,
             f"--loglevel={settings.log_level.upper()}",
-            f"--hostname={pool_name}.{os.getpid()}@%h",
+            f"--hostname={hostname}@%h",
             # Mingle and gossip talk between workers over broadcast; nothing here uses them
             # and on filesystem:// they only slow the start.
             "--without-mingle",
@@ -218,19 +258,42 @@ def worker(
     return 0
 
 
-def warm_up(*, draws_plots: bool = False) -> None:
+def use_numba_cache(settings: Any) -> Path:
+    """Point numba's JIT cache at a writable folder (unless NUMBA_CACHE_DIR is set); its path.
+
+    numba caches next to the source by default, which is read-only in an installed package;
+    without a writable cache every worker recompiles at every start (~25 s of a cold start).
+    The default is the folder `earshot warmup` fills at install time (`make install`) inside
+    the environment, so a fresh clone's first `earshot dev` loads compiled code; if that is
+    not writable, a folder in the data dir.
+    """
+    if "NUMBA_CACHE_DIR" not in os.environ:
+        cache = INSTALL_NUMBA_CACHE
+        try:
+            cache.mkdir(parents=True, exist_ok=True)
+            writable = os.access(cache, os.W_OK)
+        except OSError:
+            writable = False
+        if not writable:
+            cache = (Path(settings.data_dir) / "numba-cache").resolve()
+            cache.mkdir(parents=True, exist_ok=True)
+        os.environ["NUMBA_CACHE_DIR"] = str(cache)
+    return Path(os.environ["NUMBA_CACHE_DIR"])
+
+
+def warm_up(*, analyses: bool = True, draws_plots: bool = False) -> None:
     """Pay librosa's imports and numba's JIT once in the parent, before the pool forks.
 
     A pool that draws plots also pays matplotlib's imports and first figure here: otherwise
     each pool process's first render took about a second instead of tens of milliseconds
-    (scripts/bench_service.py, cold start).
+    (scripts/bench_service.py, cold start). A pool that only draws skips the analysis.
     """
     import analysis
 
     if draws_plots:
         warm_up_plots()
     warmup = getattr(analysis, "warmup", None)
-    if warmup is None:
+    if warmup is None or not analyses:
         return
     started = time.monotonic()
     cache = os.environ.get("NUMBA_CACHE_DIR")
@@ -241,11 +304,49 @@ def warm_up(*, draws_plots: bool = False) -> None:
 
         # Worker pools sharing a cold NUMBA_CACHE_DIR crash (SIGSEGV) when they JIT-compile
         # and write it at the same time; they take turns, and the later ones load the cache.
+        # Once a warm-up of this very code has filled the cache (its stamp is there), pools
+        # only read it and warm up side by side: three pools of `earshot dev` taking turns
+        # cost ~4 s each on a fresh start.
         Path(cache).mkdir(parents=True, exist_ok=True)
-        with open(Path(cache) / ".earshot-warmup.lock", "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        stamp = Path(cache) / f".earshot-warm-{_code_stamp()}"
+        if stamp.exists():
             warmup()
+        else:
+            with open(Path(cache) / ".earshot-warmup.lock", "a") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                warmup()
+                for old in Path(cache).glob(".earshot-warm-*"):
+                    old.unlink(missing_ok=True)  # an earlier code's; this one supersedes it
+                stamp.touch()
     log.info("analysis warmed up in %.1f s", time.monotonic() - started)
+
+
+def _code_stamp() -> str:
+    """A digest of what numba compiles from: library versions and our analysis sources (their
+    sizes and modification times), so an edit or an upgrade is warmed up under the lock again."""
+    import hashlib
+    from importlib import metadata
+
+    import analysis
+
+    digest = hashlib.sha256()
+    for package in ("numba", "librosa", "numpy", "llvmlite"):
+        digest.update(f"{package}={metadata.version(package)};".encode())
+    for source in sorted(Path(analysis.__file__).parent.glob("*.py")):
+        stat = source.stat()
+        digest.update(f"{source.name}:{stat.st_size}:{stat.st_mtime_ns};".encode())
+    return digest.hexdigest()[:16]
+
+
+def warmup_command() -> int:
+    """``earshot warmup``: fill the numba cache the workers load (run by `make install`)."""
+    from core.settings import get_settings
+
+    started = time.monotonic()
+    cache = use_numba_cache(get_settings())
+    warm_up(analyses=True)
+    print(f"numba cache in {cache} warmed up in {time.monotonic() - started:.1f} s")
+    return 0
 
 
 def warm_up_plots() -> None:
@@ -309,9 +410,11 @@ def dev(host: str, port: int) -> int:
             pass_fds=(lock.fileno(),),
         )
 
+    started = time.monotonic()
+    first_pool, *later_pools = dev_pools(settings.worker_concurrency)
     children = [
         start(["serve", "--host", host, "--port", str(port)]),
-        *(start(["worker", f"--queues={q.value}"]) for q in Queue),
+        start(["worker", *first_pool]),
     ]
     stop = threading.Event()
 
@@ -328,9 +431,24 @@ def dev(host: str, port: int) -> int:
         daemon=True,
     ).start()
     print(f"earshot is running at http://{host}:{port}  (API docs: /docs; Ctrl-C stops)")
-    print(f"data under {data_dir}", flush=True)
+    print(f"data under {data_dir}")
+    print("workers starting: uploads wait in their queue until a worker is warm", flush=True)
     exit_code = 0
+    workers_ready = False
     while not stop.wait(0.5):
+        if not workers_ready:
+            warm = runtime.warm_queues()
+            # The interactive pool warms up alone, on every core, so that a first upload is
+            # analysed as soon as possible; the other pools start once it consumes (or after
+            # DEV_STAGGER_S, should it be slow).
+            if later_pools and (
+                warm[Queue.INTERACTIVE.value] or time.monotonic() - started > DEV_STAGGER_S
+            ):
+                children += [start(["worker", *pool]) for pool in later_pools]
+                later_pools = []
+            if all(warm.values()):
+                workers_ready = True
+                print(f"workers ready after {time.monotonic() - started:.1f} s", flush=True)
         dead = [c for c in children if c.poll() is not None]
         if dead:
             what = " ".join(str(a) for a in dead[0].args[3:])  # type: ignore[index]
@@ -343,16 +461,38 @@ def dev(host: str, port: int) -> int:
     return exit_code
 
 
+def dev_pools(interactive_processes: int, cpus: int | None = None) -> list[list[str]]:
+    """The worker pools `earshot dev` starts, as `earshot worker` arguments.
+
+    Every core analyses a batch while nothing interactive waits, and an interactive upload
+    still starts within one task's time during a batch flood: the interactive pool
+    (``interactive_processes``, EARSHOT_WORKER_CONCURRENCY) also consumes the batch queue but
+    always takes an interactive job first (``core.broker``'s channel polls in ``Queue``
+    order), and the batch pool has the other cores. Plots and webhooks keep pools of their own.
+    """
+    cpus = cpus or os.cpu_count() or 1
+    batch_processes = max(1, cpus - interactive_processes)
+    return [
+        [f"--queues={Queue.INTERACTIVE.value},{Queue.BATCH.value}"],
+        [f"--queues={Queue.BATCH.value}", f"--concurrency={batch_processes}"],
+        [f"--queues={Queue.RENDER.value}"],
+        [f"--queues={Queue.WEBHOOK.value}"],
+    ]
+
+
 def stop_children(children: list[subprocess.Popen[bytes]]) -> None:
     """SIGTERM every child (a warm shutdown), then SIGKILL whatever is still up.
 
-    Signals go to each child's process group, so a Celery worker's pool processes stop with it
-    instead of finishing their analysis as orphans.
+    SIGTERM goes to the child alone: a Celery worker then stops its own pool processes, which
+    exit cleanly. Sent to the whole group it also reached each pool process directly, and the
+    worker logged every one of them at ERROR ("exited with signal 15") on a normal stop. The
+    SIGKILL goes to each child's process group, so pool processes still busy with an analysis
+    at the deadline stop with their worker instead of finishing it as orphans.
     """
     for child in children:
         if child.poll() is None:
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(child.pid, signal.SIGTERM)
+                os.kill(child.pid, signal.SIGTERM)
     deadline = time.monotonic() + STOP_TIMEOUT_S
     for child in children:
         try:

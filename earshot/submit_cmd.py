@@ -103,6 +103,17 @@ def check_api_url(url: str) -> None:
         raise UsageError(f"--api-url {url!r} has port {port}, outside 1-65535")
 
 
+def cold_queues(api_url: str, *, timeout: float) -> set[str]:
+    """Queues the API reports without a warm worker (``/readyz``'s ``workers``); empty when it
+    cannot tell. ``/readyz`` needs no key."""
+    try:
+        answer = httpx.get(f"{api_url.rstrip('/')}/readyz", timeout=timeout)
+        workers = answer.json().get("workers") or {}
+    except (httpx.HTTPError, ValueError, AttributeError):
+        return set()
+    return {str(queue) for queue, warm in workers.items() if not warm}
+
+
 def probe_api(command: str, args: argparse.Namespace) -> int | None:
     """Check ``--api-url`` before any work; print why it is unusable and return the exit code.
 
@@ -157,6 +168,14 @@ def run_submit(args: argparse.Namespace) -> int:
             f"ignored, not audio by extension: {path}",
             path=str(path),
             reason="extension",
+        )
+    queue = f"earshot.{args.priority}"
+    if queue in cold_queues(args.api_url, timeout=min(args.timeout, 5.0)):
+        reporter.event(
+            "note",
+            f"workers starting: no worker on {queue} has warmed up yet; files are sent and "
+            "wait in the queue until one has",
+            queue=queue,
         )
     manifest = Manifest(out / MANIFEST_NAME)
     manifest.open()

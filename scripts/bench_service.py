@@ -296,12 +296,13 @@ def running_api(env: dict[str, str], workdir: Path) -> Iterator[Stack]:
     def api_ready() -> bool:
         api.check_alive()
         with contextlib.suppress(httpx.HTTPError):
-            return httpx.get(f"{stack.url}/readyz", timeout=2).status_code == 200
+            # /healthz: /readyz waits for warm workers too, and none is started yet.
+            return httpx.get(f"{stack.url}/healthz", timeout=2).status_code == 200
         return False
 
     try:
         try:
-            wait_for(api_ready, what="the API's /readyz", timeout=START_TIMEOUT_S, poll=POLL_S)
+            wait_for(api_ready, what="the API's /healthz", timeout=START_TIMEOUT_S, poll=POLL_S)
         except WaitTimeout as exc:
             raise BenchError(f"{exc}:\n{api.log()[-3000:]}") from None
         yield stack

@@ -29,18 +29,27 @@ async def healthz() -> Health:
     operation_id="getReadiness",
     response_model=Readiness,
     summary="Readiness",
-    description="Whether the broker, the job store and the blob store answer now. 503 "
-    "`not_ready` (with the same `checks`) when any does not: take the instance out of "
-    "rotation.",
+    description="Whether the broker, the job store and the blob store answer now, and whether "
+    "each queue has a worker that finished its warm-up (imports, numba's JIT) and consumes it. "
+    "503 `not_ready` (with the same `checks` and `workers`) when any does not: take the "
+    "instance out of rotation, or, just after a start, wait: a job uploaded meanwhile stays "
+    'queued until a worker of its queue is warm ("workers starting").',
     responses=problems.responses(errors.NotReady),
 )
 def readyz(runtime: RuntimeDep) -> Readiness:
     checks = runtime.readiness()
-    if not all(checks.values()):
+    workers = runtime.warm_queues() if checks["broker"] else {}
+    cold = [queue for queue, warm in workers.items() if not warm]
+    if not all(checks.values()) or cold:
         down = ", ".join(name for name, ok in checks.items() if not ok)
+        reasons = [f"{down} unreachable"] if down else []
+        if cold:
+            reasons.append(f"workers starting (no warm worker on {', '.join(cold)})")
         raise errors.NotReady(
-            f"not ready: {down} unreachable",
+            f"not ready: {'; '.join(reasons)}",
             headers={"Retry-After": str(problems.RETRY_AFTER_S)},
-            extra={"checks": checks},
+            extra={"checks": checks, "workers": workers},
         )
-    return Readiness(status="ready", checks=checks, analyzer_version=runtime.analyzer_version)
+    return Readiness(
+        status="ready", checks=checks, workers=workers, analyzer_version=runtime.analyzer_version
+    )

@@ -10,6 +10,10 @@ const $ = (id) => document.getElementById(id);
 const jobs = new Map(); // id -> {job, row, source}
 let selected = null;
 let resultShownFor = null; // the job whose result the view shows
+// Queues without a warm worker (from /readyz, which needs no key): while one of ours is among
+// them, a queued job says "workers starting" instead of sitting silently at 0 %.
+let coldQueues = new Set();
+let readinessTimer = null;
 
 function apiKey() {
   return localStorage.getItem("earshot.apiKey") || "";
@@ -101,6 +105,9 @@ function setRow(row, job, message) {
   progress.value = job.progress ? job.progress.percent : 0;
   let detail = message || "";
   if (!detail && job.error) detail = `${job.error.code}: ${job.error.message}`;
+  if (!detail && job.status === "queued" && coldQueues.has(`earshot.${job.priority || "interactive"}`)) {
+    detail = "workers starting: the job waits until a worker has warmed up";
+  }
   if (!detail && job.progress && job.progress.stage && !FINISHED.has(job.status)) detail = job.progress.stage;
   if (!detail && job.cached) detail = "from cache";
   row.querySelector(".detail").textContent = detail;
@@ -116,7 +123,23 @@ function track(job, select) {
   }
   update(job);
   if (!FINISHED.has(job.status)) follow(job.id);
+  if (job.status === "queued") watchReadiness();
   if (select) show(job.id);
+}
+
+function watchReadiness() {
+  if (readinessTimer !== null) return;
+  const poll = async () => {
+    try {
+      const body = await (await fetch("/readyz")).json();
+      coldQueues = new Set(Object.entries(body.workers || {}).filter(([, warm]) => !warm).map(([q]) => q));
+    } catch (_) { /* the next poll tells */ }
+    for (const entry of jobs.values()) setRow(entry.row, entry.job);
+    const waiting = [...jobs.values()].some((entry) => entry.job.status === "queued");
+    readinessTimer = waiting && coldQueues.size ? setTimeout(poll, 1000) : null;
+  };
+  readinessTimer = 0;
+  poll();
 }
 
 function update(job) {

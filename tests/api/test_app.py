@@ -10,7 +10,9 @@ from pathlib import Path
 
 from fastapi.testclient import TestClient
 
-from core.names import PROFILES
+from core import workers
+from core.names import PROFILES, Queue
+from tests.api.conftest import runtime_of
 from tests.api.test_analyses import assert_problem
 
 REPO = Path(__file__).resolve().parents[2]
@@ -35,11 +37,32 @@ def test_healthz(client: TestClient) -> None:
 
 
 def test_readyz_when_everything_answers(client: TestClient) -> None:
+    settings = runtime_of(client).settings
+    # What each pool of `earshot dev` records once it consumes (earshot/service_cmd.py).
+    for queue in Queue:
+        workers.announce(settings, f"{queue.value}.1@host", [queue.value])
     r = client.get("/readyz")
     assert r.status_code == 200
     body = r.json()
     assert body["checks"] == {"broker": True, "database": True, "blobs": True}
+    assert body["workers"] == {q.value: True for q in Queue}
     assert body["analyzer_version"]
+
+
+def test_readyz_is_503_while_a_queue_has_no_warm_worker(client: TestClient) -> None:
+    settings = runtime_of(client).settings
+    workers.announce(settings, "interactive.1@host", [Queue.INTERACTIVE.value, Queue.BATCH.value])
+    r = client.get("/readyz")
+    body = assert_problem(r, 503, "not_ready")
+    assert body["checks"] == {"broker": True, "database": True, "blobs": True}
+    assert body["workers"] == {
+        Queue.INTERACTIVE.value: True,
+        Queue.BATCH.value: True,
+        Queue.RENDER.value: False,
+        Queue.WEBHOOK.value: False,
+    }
+    assert "workers starting" in body["detail"]
+    assert Queue.RENDER.value in body["detail"] and Queue.BATCH.value not in body["detail"]
 
 
 def test_readyz_is_503_when_the_database_is_unreachable(

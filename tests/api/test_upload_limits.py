@@ -18,7 +18,9 @@ import pytest
 from fastapi import FastAPI
 
 from api.app import create_app
+from core import workers
 from core.jobs import ANONYMOUS
+from core.names import Queue
 from core.runtime import Runtime
 from core.settings import Settings
 from tests.api.conftest import wav_bytes
@@ -107,6 +109,9 @@ def test_stalled_uploads_never_take_the_threads_other_routes_need(make_app) -> N
     app = make_app(max_concurrent_uploads=4)
     slots = app.state.upload_slots
     data = wav_bytes()
+    # As a warm pool of each queue records itself: /readyz then answers 200 when not starved.
+    for queue in Queue:
+        workers.announce(app.state.runtime.settings, f"{queue.value}.1@host", [queue.value])
 
     async def main() -> None:
         anyio.to_thread.current_default_thread_limiter().total_tokens = 2

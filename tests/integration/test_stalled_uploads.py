@@ -24,6 +24,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from core import workers
+from core.names import Queue
+from core.settings import Settings
 from tests.integration.conftest import SAMPLES, Service, free_port, service_env, wait_for
 
 pytestmark = pytest.mark.integration
@@ -73,6 +76,10 @@ def api(tmp_path_factory: pytest.TempPathFactory, numba_cache: Path) -> Iterator
             return False
 
     wait_for(healthy, what="`earshot serve` to answer /healthz", timeout=60)
+    # As a warm pool of each queue records itself (this process stands in for the pools): the
+    # probes' /readyz then answers 200 when it is not starved.
+    for queue in Queue:
+        workers.announce(Settings(data_dir=root / "var"), f"{queue.value}.1@host", [queue.value])
     yield api
     # uvicorn re-raises the SIGTERM it handled once shut down: -15 is a clean stop.
     assert service.stop(signal.SIGTERM) in (0, -signal.SIGTERM), service.log()[-4000:]
