@@ -4,8 +4,8 @@ profile of spectral peaks; and the tuning (deviation from A440) the chroma filte
 The pitch-class profile (``frame_pitch_classes``) is a harmonic pitch class profile in the
 manner of Gómez (2006): the spectral peaks of each frame between 40 Hz and 3.5 kHz, their
 frequency refined by parabolic interpolation, each adding its magnitude to the pitch class it
-is nearest to (a cos² taper over half a semitone either side), the frame then scaled to a
-maximum of 1. Interpolated peaks place a partial to a few cents where the 10.8 Hz STFT bins
+is nearest to (a cos² taper over half a semitone either side), the frame then scaled to its
+strongest semitone. Interpolated peaks place a partial to a few cents where the 10.8 Hz STFT bins
 alone cannot separate semitones below ~180 Hz, and leaving out the noise between peaks keeps
 drums and breath from flattening the profile. Measured on the evaluation set's dev half
 (docs/accuracy.md), this profile with the key decision below raised the MIREX key score from
