@@ -13,7 +13,7 @@ import pytest
 import soundfile as sf
 
 from analysis import Analysis, analyze_file
-from analysis.views import audio_analysis, audio_features
+from analysis.views import SCORES, audio_analysis, audio_features
 from tests.analysis.signals import write
 
 SAMPLES = Path(__file__).resolve().parents[2] / "samples"
@@ -52,6 +52,8 @@ def test_silence_has_no_key_no_beats_and_the_loudness_floor(tmp_path: Path) -> N
     assert features["key"] == -1
     assert features["tempo"] == 0.0
     assert features["loudness"] == -70.0
+    # No sound, no evidence: every perceptual score is null, never a default.
+    assert [features[name] for name in SCORES] == [None] * 7
     view = audio_analysis(document, [])
     assert view["beats"] == [] and view["bars"] == [] and view["tatums"] == []
     assert view["track"]["time_signature_confidence"] == 0.0
