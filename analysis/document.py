@@ -20,9 +20,10 @@ import numpy as np
 from analysis.decode import AudioInfo
 from analysis.features import SERIES, SILENCE_THRESHOLD_DB, Features
 from analysis.loudness import DB_FLOOR, Loudness
+from analysis.perceptual import perceptual_scores
 from analysis.profiles import get_profile
 from analysis.rhythm import Rhythm, rhythm
-from analysis.schema import MeanStd, ResultDocument, ResultSummary, Segment
+from analysis.schema import MeanStd, ResultDocument, ResultScores, ResultSummary, Segment
 from analysis.structure import Structure, structure
 from analysis.tonal import PITCH_CLASSES, estimate_key
 from analysis.version import ANALYZER_VERSION
@@ -90,6 +91,9 @@ def describe(
         hop_length=params.hop_length,
         n_mels=params.n_mels,
     )
+    scores = perceptual_scores(
+        features, rhy, loudness, hop_s=params.hop_length / params.sr, n_mels=params.n_mels
+    )
     document = result_document(
         info,
         sha256=sha256,
@@ -98,6 +102,7 @@ def describe(
         features=features,
         rhythm=rhy,
         loudness=loudness,
+        scores=scores,
         structure=shape,
     )
     return Analysis(
@@ -126,6 +131,7 @@ def result_document(
     features: Features,
     rhythm: Rhythm,
     loudness: Loudness,
+    scores: ResultScores,
     structure: Structure,
 ) -> ResultDocument:
     """The JSON-serialisable result document of one analysed file.
@@ -146,6 +152,8 @@ def result_document(
         Tempo, beats and onsets estimated on ``features.series["onset_strength"]``.
     loudness : Loudness
         Loudness and levels of the whole file.
+    scores : ResultScores
+        Perceptual scores (``analysis.perceptual.perceptual_scores``).
     structure : Structure
         Meter, downbeats, tatums, sections and fades (``analysis.structure``).
 
@@ -212,6 +220,7 @@ def result_document(
         },
         "onset_rate_per_s": round(rhythm.onsets_s.size / duration_s, 4) if duration_s else 0.0,
         "silence_ratio": round(float(np.mean(silent)) if silent.size else 1.0, 6),
+        "scores": scores,
         "meter": structure.meter,
         "downbeats_s": structure.downbeats_s,
         "beat_positions": structure.beat_positions,

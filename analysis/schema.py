@@ -139,6 +139,26 @@ class ResultChroma(TypedDict):
 
 
 @with_config(_SCHEMA)
+class ResultScores(TypedDict):
+    """Perceptual scores 0..1 by signal processing; null where the method has no evidence."""
+
+    energy: float | None
+    """Intensity: loudness, spectral flux and brightness; null only with under 1 s of sound."""
+    danceability: float | None
+    """Beat strength near dance tempi and envelope regularity (DFA); null under ~1.3 s."""
+    valence: float | None
+    """Major-versus-minor, tempo and brightness heuristic; null without tonal evidence."""
+    acousticness: float | None
+    """Crest (peak-to-loudness), loudness range and dark spectrum, less for clipping."""
+    instrumentalness: float | None
+    """1 - speechiness when speech is found; null otherwise (no sung-voice detector)."""
+    speechiness: float | None
+    """Voice-like articulation (MFCC change) without held pitch classes (chroma)."""
+    liveness: float | None
+    """Sustained audience-like noise (applause, crowd): 10 s or more reads 1.0."""
+
+
+@with_config(_SCHEMA)
 class ResultSummary(TypedDict):
     """Whole-file features."""
 
@@ -172,6 +192,8 @@ class ResultSummary(TypedDict):
     """Detected onsets per second of audio."""
     silence_ratio: float
     """Fraction of frames whose RMS is below -60 dBFS, 0..1."""
+    scores: ResultScores
+    """Perceptual scores 0..1 (energy, danceability, ...); null where there is no evidence."""
     meter: ResultMeter
     """Beats per bar and its confidence."""
     downbeats_s: list[float]

@@ -8,6 +8,9 @@ the output is deterministic up to the encoders' own versions.
 from __future__ import annotations
 
 import argparse
+import io
+import shutil
+import subprocess
 import sys
 from collections.abc import Callable
 from fractions import Fraction
@@ -101,6 +104,33 @@ CLIPS: dict[str, Callable[[int], np.ndarray]] = {
 }
 
 
+# A spoken known answer (speechiness): espeak-ng's default English voice reading SPEECH_TEXT.
+SPEECH_CLIP = "speech_espeak.ogg"
+SPEECH_TEXT = (
+    "This is a spoken sentence, not music. "
+    "The quick brown fox jumps over the lazy dog, and then it rests for a while."
+)
+
+
+def write_speech(out: Path) -> Path | None:
+    """``SPEECH_CLIP``: espeak-ng's reading of ``SPEECH_TEXT`` (22.05 kHz mono Ogg Vorbis).
+
+    Needs the espeak-ng program (Debian package espeak-ng); without it the committed clip is
+    left as it is and None returned. Its output is not covered by espeak-ng's GPL (the
+    program's licence does not extend to what it produces), so the clip is CC0 like the rest.
+    """
+    espeak = shutil.which("espeak-ng")
+    if espeak is None:
+        return None
+    wav = subprocess.run(
+        [espeak, "--stdout", "-v", "en", SPEECH_TEXT], capture_output=True, check=True
+    ).stdout
+    y, sr = sf.read(io.BytesIO(wav), dtype="float32")
+    path = out / SPEECH_CLIP
+    sf.write(path, y, sr, format="OGG", subtype="VORBIS", compression_level=0.6)
+    return path
+
+
 def write_aac(path: Path, y: np.ndarray, sr: int, bit_rate: int = 48000) -> None:
     """AAC in an MP4 (.m4a) container, encoded with FFmpeg through PyAV."""
     with av.open(str(path), mode="w", format="ipod") as container:
@@ -160,6 +190,12 @@ def main(argv: list[str] | None = None) -> int:
             size = path.stat().st_size
             total += size
             print(f"{path.relative_to(args.out)}  {size / 1024:.0f} KiB")
+    speech = write_speech(args.out)
+    if speech is None:
+        print(f"{SPEECH_CLIP}: espeak-ng not found, left as it is")
+    else:
+        total += speech.stat().st_size
+        print(f"{speech.relative_to(args.out)}  {speech.stat().st_size / 1024:.0f} KiB")
     print(f"total {total / 1024:.0f} KiB")
     return 0
 
