@@ -32,6 +32,13 @@ LOG_FORMATS = ("json", "pretty", "auto")
 # that matters, a revision change.
 # billiard (Celery's multiprocessing) logs every pool process start at INFO.
 QUIET_LOGGERS = {"alembic": logging.WARNING, "multiprocessing": logging.WARNING}
+# Single lines of libraries that say nothing to an earshot user, by logger and the start of
+# the message's template. kombu warns "No hostname was supplied" each time it describes a
+# connection whose URL has no host, which filesystem:// never has (embedded mode only: for a
+# network broker it is a real hint). Celery's "<hostname> ready." is replaced by the worker
+# pool's own line (earshot/service_cmd.py), which names its queues and size.
+QUIET_MESSAGES = {"celery.apps.worker": ("%s ready.",)}
+EMBEDDED_QUIET_MESSAGES = {"kombu.connection": ("No hostname was supplied",)}
 
 # Attributes every LogRecord has; anything else on a record came from ``extra=`` and is
 # written out as a field of its own.
@@ -48,6 +55,17 @@ class ContextFilter(logging.Filter):
         record.request_id = request_id.get()
         record.job_id = job_id.get()
         return True
+
+
+class DropMessages(logging.Filter):
+    """Drop the records whose message template starts with one of ``prefixes``."""
+
+    def __init__(self, prefixes: tuple[str, ...]) -> None:
+        super().__init__()
+        self.prefixes = prefixes
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (isinstance(record.msg, str) and record.msg.startswith(self.prefixes))
 
 
 class JsonFormatter(logging.Formatter):
@@ -123,6 +141,13 @@ def configure_logging(settings: Settings, *, stream: IO[str] | None = None) -> l
     root.setLevel(settings.log_level.upper())
     for name, level in QUIET_LOGGERS.items():
         logging.getLogger(name).setLevel(max(level, root.level))
+    quiet = {**QUIET_MESSAGES, **(EMBEDDED_QUIET_MESSAGES if settings.embedded else {})}
+    for name in {*QUIET_MESSAGES, *EMBEDDED_QUIET_MESSAGES}:
+        logger = logging.getLogger(name)
+        for old_filter in [f for f in logger.filters if isinstance(f, DropMessages)]:
+            logger.removeFilter(old_filter)
+        if name in quiet:
+            logger.addFilter(DropMessages(quiet[name]))
     return handler
 
 

@@ -232,12 +232,11 @@ def worker(
     # see core.logs.QUIET_MESSAGES); " ready." stays in it for whoever waits on that text.
     @worker_ready.connect(weak=False)
     def _log_ready(**_: Any) -> None:
-        size = pool[-1].split("=", 1)[1]
         log.info(
-            "worker pool %s ready. queues %s, %s %s, %.1f s after start",
+            "worker pool %s ready. queues %s, concurrency %s (%s), %.1f s after start",
             pool_name,
             ",".join(queues),
-            size,
+            pool[-1].split("=", 1)[1],
             "threads" if webhooks_only else "processes",
             time.monotonic() - started,
         )

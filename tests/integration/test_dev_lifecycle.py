@@ -147,6 +147,33 @@ def test_sighup_of_dev_is_a_clean_stop(tmp_path: Path, numba_cache: Path) -> Non
     dev.service.stop()
 
 
+def test_sigterm_of_dev_is_a_quiet_stop_after_one_ready_line_per_pool(
+    tmp_path: Path, numba_cache: Path
+) -> None:
+    dev = start_dev(tmp_path, tmp_path / "var", numba_cache, "dev")
+    tree = descendants(dev.pid)
+    # The API and the worker pools are dev's children (from /proc, not from its log).
+    pools = len([pid for pid in tree if parent_of(pid) == dev.pid]) - 1
+
+    os.kill(dev.pid, signal.SIGTERM)  # what a service manager or `kill <pid>` sends
+
+    assert dev.service.process.wait(timeout=60) == 0, dev.service.log()[-4000:]
+    wait_gone(tree, dev)
+    log = dev.service.log()
+    records = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
+    errors = [r for r in records if r["level"] in ("ERROR", "CRITICAL")]
+    assert errors == [], errors
+    assert "Traceback" not in log, log[-4000:]
+    # filesystem:// has no host name; kombu said so at every connection it described.
+    assert "No hostname was supplied" not in log
+    ready = [r["message"] for r in records if r["message"].startswith("worker pool ")]
+    assert len(ready) == pools, ready
+    named = [line.split(" queues ", 1)[1].split(", ", 1)[0] for line in ready]
+    served = {queue for queues in named for queue in queues.split(",")}
+    assert served == {q.value for q in Queue}, ready
+    dev.service.stop()
+
+
 def test_a_second_dev_on_the_same_data_dir_refuses_to_start(
     tmp_path: Path, numba_cache: Path
 ) -> None:
