@@ -21,26 +21,8 @@ from analysis.features import SILENCE_THRESHOLD_DB, Features
 from analysis.loudness import Loudness
 from analysis.rhythm import Rhythm
 from analysis.schema import ResultScores
+from analysis.score_methods import SCORE_METHODS
 from analysis.tonal import MAJOR_PROFILE, MINOR_PROFILE
-
-# One line per score naming its method: the Spotify-shaped views quote these.
-SCORE_METHODS: dict[str, str] = {
-    "energy": "DSP: integrated loudness (BS.1770), spectral flux and spectral centroid, "
-    "weighted 0.5 / 0.3 / 0.2",
-    "danceability": "DSP: beat strength (onset autocorrelation at the beat period, weighted "
-    "by closeness to 120 BPM) and the regularity of the RMS envelope by detrended "
-    "fluctuation analysis (after Streich & Herrera 2005), geometric mean",
-    "valence": "DSP heuristic: major-versus-minor key-profile correlation, tempo and "
-    "brightness, weighted 0.6 / 0.2 / 0.2; null without tonal evidence",
-    "acousticness": "DSP: peak-to-loudness ratio, loudness range and spectral roll-off, "
-    "mean, scaled down by clipped samples (distortion)",
-    "instrumentalness": "DSP: 1 - speechiness when speech is found (speechiness >= 0.5); "
-    "null otherwise (earshot has no sung-voice detector)",
-    "speechiness": "DSP: chroma instability over 0.1 s times the MFCC change rate over "
-    "46 ms (voice-like articulation without held pitches)",
-    "liveness": "DSP: seconds of sustained (>= 1 s) unpitched broadband noise near the "
-    "music's level (audience: applause, crowd), 10 s or more reads 1.0",
-}
 
 # Less sound than this (seconds of frames above the silence threshold): no score has evidence.
 MIN_SOUND_S = 1.0

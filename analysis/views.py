@@ -22,6 +22,8 @@ from typing import Annotated, Any, Literal, TypedDict
 from pydantic import ConfigDict, Field, with_config
 
 from analysis.profiles import PROFILE_PARAMS
+from analysis.score_methods import SCORE_METHODS
+from analysis.version import ANALYZER_VERSION
 
 _SCHEMA = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
@@ -69,7 +71,8 @@ class EarshotViewInfo(TypedDict):
     """The meter as measured, 2..7 beats per bar (0: no beats); `time_signature` is this within
     3..7, else 4."""
     score_methods: dict[str, str]
-    """For each perceptual score, one line naming the method that computed it."""
+    """For each perceptual score, one line naming the method that computed it; empty for a
+    result made by another analyzer version than the one serving it."""
 
 
 @with_config(_SCHEMA)
@@ -289,7 +292,6 @@ def audio_features(
     id: str | None = None,
     track_href: str | None = None,
     analysis_url: str | None = None,
-    score_methods: Mapping[str, str] | None = None,
 ) -> AudioFeatures:
     """The ``audio-features`` view of a result document.
 
@@ -300,9 +302,6 @@ def audio_features(
     id, track_href, analysis_url : str or None
         The analysis's id and the paths of its resource and audio-analysis view, when served by
         the API.
-    score_methods : Mapping[str, str] or None
-        One line per perceptual score naming its method (``analysis.perceptual``'s).
-
     Returns
     -------
     AudioFeatures
@@ -329,7 +328,7 @@ def audio_features(
         "type": "audio_features",
         "uri": f"earshot:analysis:{id}" if id else None,
         "valence": _score(scores, "valence"),
-        "earshot": _earshot(document, score_methods),
+        "earshot": _earshot(document),
     }
 
 
@@ -339,7 +338,6 @@ def audio_analysis(
     *,
     timestamp: int | None = None,
     analysis_time: float | None = None,
-    score_methods: Mapping[str, str] | None = None,
 ) -> AudioAnalysis:
     """The ``audio-analysis`` view of a result document and its segments.
 
@@ -353,9 +351,6 @@ def audio_analysis(
         Unix time when the analysis finished.
     analysis_time : float or None
         Seconds the analysis took.
-    score_methods : Mapping[str, str] or None
-        As for ``audio_features``.
-
     Returns
     -------
     AudioAnalysis
@@ -417,14 +412,15 @@ def audio_analysis(
         ],
         "segments": [_segment(s, end=duration) for s in segments or []],
         "tatums": _intervals(summary.get("tatums_s") or [], duration, tempo["confidence"]),
-        "earshot": _earshot(document, score_methods),
+        "earshot": _earshot(document),
     }
 
 
-def _earshot(
-    document: Mapping[str, Any], score_methods: Mapping[str, str] | None
-) -> EarshotViewInfo:
-    methods = score_methods or {}
+def _earshot(document: Mapping[str, Any]) -> EarshotViewInfo:
+    # The methods are this code's: they name how a result of this analyzer version was made,
+    # and nothing is known here of another version's.
+    same = document["analyzer_version"] == ANALYZER_VERSION
+    methods = SCORE_METHODS if same else {}
     return {
         "analyzer_version": document["analyzer_version"],
         "profile": document["profile"],

@@ -123,3 +123,15 @@ def test_bars_start_at_the_downbeats(tmp_path: Path, beats_per_bar: int) -> None
         ]
         assert len(inside) == beats_per_bar
         assert sum(inside) == pytest.approx(bar["duration"], abs=2e-3)
+
+
+def test_the_earshot_block_names_each_scores_method_for_this_analyzer_only(
+    click: Analysis,
+) -> None:
+    features = audio_features(click.document)
+    methods = features["earshot"]["score_methods"]
+    assert sorted(methods) == sorted(SCORES) and all(methods.values())
+    assert features["earshot"]["analyzer_version"] == click.document["analyzer_version"]
+    # A result of another analyzer version: its methods are not this code's to name.
+    older = {**click.document, "analyzer_version": "0.0.1"}
+    assert audio_analysis(older, [])["earshot"]["score_methods"] == {}

@@ -54,6 +54,7 @@ def test_audio_features_of_a_finished_job(client: TestClient) -> None:
     assert client.get(features["track_href"]).json()["id"] == job_id
     assert client.get(features["analysis_url"]).status_code == 200
     assert features["earshot"]["analyzer_version"] == document["analyzer_version"]
+    assert set(features["earshot"]["score_methods"]) == set(document["summary"]["scores"])
 
 
 def test_audio_analysis_of_a_finished_job(client: TestClient) -> None:
