@@ -54,6 +54,7 @@ def find_sections(
     features: Features,
     *,
     beats_s: np.ndarray,
+    onsets_s: np.ndarray,
     loudness: Loudness,
     sample_rate: int,
     duration_s: float,
@@ -68,6 +69,8 @@ def find_sections(
         Frame series and per-frame chroma and MFCC of the file.
     beats_s : np.ndarray [shape=(n_beats,)]
         Beat times, seconds (may be empty).
+    onsets_s : np.ndarray [shape=(n_onsets,)]
+        Onset times, seconds (the sections' tempo reads those inside each).
     loudness : Loudness
         The file's loudness with its step energies.
     sample_rate : int
@@ -114,6 +117,7 @@ def find_sections(
                 end_s=end_s,
                 label=labels[k],
                 confidence=confidence,
+                onsets_s=onsets_s,
                 loudness=loudness,
                 sample_rate=sample_rate,
                 sr=sr,
@@ -247,6 +251,7 @@ def _describe(
     end_s: float,
     label: str,
     confidence: float,
+    onsets_s: np.ndarray,
     loudness: Loudness,
     sample_rate: int,
     sr: int,
@@ -256,7 +261,10 @@ def _describe(
     step_s = loudness.step / sample_rate if loudness.step else 0.1
     a, b = round(start_s / step_s), round(end_s / step_s)
     lufs = integrated_loudness(loudness.steps[a:b], loudness.step) if loudness.step else -np.inf
-    bpm, _ = estimate_tempo(features.series["onset_strength"][f0:f1], sr, hop_length)
+    hop_s = hop_length / sr
+    inside = onsets_s[(onsets_s >= f0 * hop_s) & (onsets_s < f1 * hop_s)] - f0 * hop_s
+    envelope = features.series["onset_strength"][f0:f1]
+    bpm, _ = estimate_tempo(envelope, sr, hop_length, np.asarray(inside, dtype=np.float64))
     # The pitch-class profile the file's key is decided on (analysis.tonal).
     profile = features.matrices["pcp"][:, f0:f1]
     return {

@@ -15,9 +15,17 @@ def tone(hz: float, seconds: float, *, sr: int = SR, decay_s: float = 0.3) -> np
 
 
 def click_track(
-    beats_per_bar: int, *, bpm: float = 120.0, seconds: float = 16.0, sr: int = SR
+    beats_per_bar: int,
+    *,
+    bpm: float = 120.0,
+    seconds: float = 16.0,
+    sr: int = SR,
+    gains: tuple[float, ...] = (),
 ) -> tuple[np.ndarray, np.ndarray]:
     """Clicks on every beat, the downbeat's louder and an octave lower, as a metronome does.
+
+    ``gains`` sets each position's click amplitude (default 0.8 for the downbeat, 0.25 for
+    the others).
 
     Returns
     -------
@@ -33,7 +41,8 @@ def click_track(
         click = tone(880.0 if down else 1760.0, 0.08, sr=sr, decay_s=0.02)
         start = round(t * sr)
         n = min(click.size, y.size - start)
-        y[start : start + n] += (0.8 if down else 0.25) * click[:n]
+        gain = gains[i % beats_per_bar] if gains else (0.8 if down else 0.25)
+        y[start : start + n] += gain * click[:n]
     return y.astype(np.float32), times[::beats_per_bar]
 
 

@@ -49,6 +49,22 @@ def test_click_track_gives_its_bar_length_and_downbeats(tmp_path: Path, beats_pe
     }
 
 
+@pytest.mark.parametrize(
+    ("gains", "beats_per_bar"),
+    [((0.8, 0.25, 0.5, 0.25), 4), ((0.8, 0.25), 2)],
+    ids=["4/4 with a lighter third beat", "2/4"],
+)
+def test_a_strong_third_beat_is_still_a_bar_of_four(
+    tmp_path: Path, gains: tuple[float, ...], beats_per_bar: int
+):
+    y, downbeats = click_track(len(gains), gains=gains)
+    summary = _analyze(tmp_path, "clicks", y).document["summary"]
+    assert summary["meter"]["beats_per_bar"] == beats_per_bar
+    found = np.asarray(summary["downbeats_s"])
+    assert found.size >= len(downbeats) - 1
+    assert np.abs(found[:, None] - downbeats[None, :]).min(axis=1).max() <= 0.05
+
+
 def test_fast_profile_finds_the_bar_too(tmp_path: Path):
     y, downbeats = click_track(3)
     summary = _analyze(tmp_path, "clicks", y, profile="fast").document["summary"]
