@@ -17,6 +17,7 @@ from core.names import (
     ANALYZE_TASK,
     CHUNK_PLAN_JSON,
     RESULT_JSON,
+    SEGMENTS_JSON,
     JobStatus,
     chunk_key,
     result_prefix,
@@ -81,6 +82,14 @@ def test_chunked_job_succeeds_with_one_merged_result(runtime: Runtime, long_wav:
     assert document["summary"]["tempo"]["bpm"] == pytest.approx(BPM, abs=1.0)
     assert document["audio"]["duration_s"] == pytest.approx(SECONDS, abs=0.01)
     assert document["audio"]["sha256"] == job.sha256
+    # The segments (segments.json) follow the clicks across the chunks' seams (25 s, 50 s).
+    segments = json.loads(runtime.blobs.get_bytes(done.result_prefix + SEGMENTS_JSON))
+    starts = np.array([s["start_s"] for s in segments])
+    clicks = np.arange(0.0, SECONDS, 60.0 / BPM)
+    near = np.abs(starts[None, :] - clicks[:, None]).min(axis=1)
+    assert np.mean(near < 0.05) >= 0.95, near.max()
+    assert starts[0] == 0.0
+    assert segments[-1]["start_s"] + segments[-1]["duration_s"] >= SECONDS - 0.05
     # The partials are working files: gone once the result is stored.
     assert not runtime.blobs.exists(chunk_key(job.id, 0))
 
