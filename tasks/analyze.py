@@ -21,6 +21,7 @@ from core.runtime import Runtime
 from tasks.chunks import plan_for, start_chunks
 from tasks.outcomes import TRANSIENT_ERRORS, check_attempts, discard, job_outcome
 from tasks.steps import (
+    PROGRESS_INTERVAL_S,
     after_end,
     limits_of,
     progress_writer,
@@ -78,7 +79,10 @@ def run_analysis(runtime: Runtime, job_id: str, *, retry: Callable[[Exception], 
             seconds=time.monotonic() - started,
             audio_seconds=analysis.document["audio"]["duration_s"],
         )
-        runtime.jobs.update_progress(job_id, stage="storing", percent=99.0)
+        if time.monotonic() - started >= PROGRESS_INTERVAL_S:
+            # Worth a row write only where progress is being shown: a long file, whose frames
+            # take a while to store.
+            runtime.jobs.update_progress(job_id, stage="storing", percent=99.0)
         prefix = store_result(runtime, job_id, analysis)
     if outcome.status is not None:
         return outcome.status

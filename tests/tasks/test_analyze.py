@@ -66,7 +66,11 @@ class CancelOnFirstProgress(JobStore):
         return super().update_progress(job_id, stage=stage, percent=percent)
 
 
-def test_cancel_during_progress_stops_the_analysis(runtime: Runtime, wav_bytes: bytes) -> None:
+def test_cancel_during_progress_stops_the_analysis(
+    runtime: Runtime, wav_bytes: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Progress at every stage: this short file is analysed within the usual interval.
+    monkeypatch.setattr("tasks.steps.PROGRESS_INTERVAL_S", 0.0)
     job = submit(runtime, wav_bytes)
     runtime.jobs = CancelOnFirstProgress(runtime.jobs.url, engine=runtime.jobs.engine)
 
@@ -126,8 +130,10 @@ class RequeueOnFirstProgress(JobStore):
 
 
 def test_requeue_under_a_running_delivery_keeps_the_upload(
-    runtime: Runtime, wav_bytes: bytes
+    runtime: Runtime, wav_bytes: bytes, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # Progress at every stage: this short file is analysed within the usual interval.
+    monkeypatch.setattr("tasks.steps.PROGRESS_INTERVAL_S", 0.0)
     job = submit(runtime, wav_bytes)
     root = runtime.blobs.root  # type: ignore[attr-defined]
     upload = root / (job.upload_key or "")
