@@ -266,8 +266,11 @@ def local_keys(pcp: np.ndarray, hop_s: float, duration_s: float) -> tuple[KeySeg
     Every ``STEP_S`` a window of ``WINDOW_S`` centred there is scored (``key_scores``); the
     path maximises the summed scores minus ``SWITCH_PENALTY`` per key change. Stretches shorter
     than ``SEGMENT_MIN_S`` join their longer neighbour; each stretch then gets the key its whole
-    mean profile scores best, and neighbours that agree merge. A file that does not modulate
-    gets one segment, in the file's key.
+    mean profile scores best, and neighbours that agree merge. The path's change lags the
+    music's (the new key must first earn back the penalty), so each boundary is then moved,
+    within a window's length, to where the seconds after it favour the new key over the old
+    most (a change-point estimate on 1 s blocks). A file that does not modulate gets one
+    segment, in the file's key.
     """
     n = pcp.shape[1]
     step = max(round(STEP_S / hop_s), 1)
@@ -297,6 +300,10 @@ def local_keys(pcp: np.ndarray, hop_s: float, duration_s: float) -> tuple[KeySeg
             keyed[-1] = (keyed[-1][0], b, k)
         else:
             keyed.append((a, b, k))
+    for i in range(1, len(keyed)):
+        (a1, _, k1), (_, b2, k2) = keyed[i - 1], keyed[i]
+        boundary = _change_point(cumulative, keyed[i][0], (a1, b2), (k1, k2), step, 2 * half)
+        keyed[i - 1], keyed[i] = (a1, boundary, k1), (boundary, b2, k2)
     segments = []
     for i, (a, b, k) in enumerate(keyed):
         scores = key_scores(pcp[:, a:b].mean(axis=1))
@@ -304,6 +311,28 @@ def local_keys(pcp: np.ndarray, hop_s: float, duration_s: float) -> tuple[KeySeg
         end = duration_s if i == len(keyed) - 1 else b * hop_s
         segments.append(KeySegment(start, end, *_name(k), key_confidence(scores)))
     return tuple(segments)
+
+
+def _change_point(
+    cumulative: np.ndarray,
+    boundary: int,
+    span: tuple[int, int],
+    keys: tuple[int, int],
+    step: int,
+    reach: int,
+) -> int:
+    """The frame within ``reach`` of ``boundary`` (and a step inside ``span``) after which the
+    ``step``-frame blocks favour ``keys[1]`` over ``keys[0]`` by the largest summed score."""
+    lo = max(span[0] + step, boundary - reach)
+    hi = min(span[1] - step, boundary + reach)
+    edges = np.arange(lo, hi + 1, step)
+    if edges.size < 2:
+        return boundary
+    scores = key_scores(cumulative[:, edges[1:]] - cumulative[:, edges[:-1]])
+    lead = scores[keys[1]] - scores[keys[0]]
+    # Gain of a boundary at edges[j]: the lead summed over the blocks from j on.
+    gain = np.append(np.cumsum(lead[::-1])[::-1], 0.0)
+    return int(edges[int(np.argmax(gain))])
 
 
 def _viterbi(scores: np.ndarray) -> np.ndarray:
