@@ -2,7 +2,8 @@
 
 Built on request from the stored ``result.json`` (and ``segments.json``) by
 ``analysis.views``, which imports nothing heavy. A result never changes, so a view changes only
-with the code that builds it: its ETag names the result and ``VIEWS_VERSION``.
+with the code that builds it: its ETag names the result, ``VIEWS_VERSION`` and the serving
+analyzer version (whose score methods the view quotes for results of that version).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Path, Response
 
+from analysis.version import ANALYZER_VERSION
 from analysis.views import (
     VIEWS_VERSION,
     AudioAnalysis,
@@ -141,7 +143,9 @@ def _view(
 ) -> Response:
     job = succeeded_job(runtime, job_id, owner, what=name)
     key = (job.result_prefix or "") + RESULT_JSON
-    tag = hashlib.sha256(f"{key}\0{name}\0{VIEWS_VERSION}".encode()).hexdigest()[:32]
+    tag = hashlib.sha256(
+        f"{key}\0{name}\0{VIEWS_VERSION}\0{ANALYZER_VERSION}".encode()
+    ).hexdigest()[:32]
     headers = {"ETag": f'"{tag}"', "Cache-Control": IMMUTABLE}
     if if_none_match is not None and etag_matches(if_none_match, headers["ETag"]):
         return Response(status_code=304, headers=headers)
