@@ -1,8 +1,12 @@
 """The web page in headless Chromium against `earshot dev`: upload through the file input,
-watch the jobs finish live, and see tempo, key and both plots in the result view.
+watch the jobs finish live, filter them, open a result and listen: the player seeks where the
+waveform is clicked, space plays and pauses, the waveform zooms and pans on one m:ss time axis
+with the beat lines thinned to what the zoom can show; then the same page 390 px wide.
 
 Needs Debian's ``chromium`` and ``chromium-driver``; skips locally without them and FAILS
-under ``CI=true``. Screenshots go to ``test-artifacts/`` (gitignored) for a person to look at.
+under ``CI=true``. Screenshots go to ``test-artifacts/`` (gitignored) for a person to look at:
+the result 1400 px wide (``browser-2-result-1400px.png``) and 390 px wide
+(``browser-3-result-390px.png``).
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ pytestmark = pytest.mark.integration
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 ARTIFACTS = REPO / "test-artifacts"
+# The long upload: this many copies of the 8 s click track (128 s, 256 beats).
+LONG_REPEATS = 16
 CHROMIUM_FLAGS = [
     "--headless",
     "--no-sandbox",
@@ -128,75 +134,200 @@ def page_errors(driver: Any) -> list[str]:
     ]
 
 
-def test_upload_in_the_browser_shows_the_result_and_plots(base_url: str, browser: Any) -> None:
+def long_click_track(folder: Path) -> Path:
+    """click120_cmajor.wav sixteen times over: 128 s at 120 BPM in C major (256 beats), long
+    enough that the whole file's beats are closer than a beat line can be drawn."""
+    import wave
+
+    with wave.open(str(SAMPLES / "click120_cmajor.wav"), "rb") as clip:
+        params = clip.getparams()
+        frames = clip.readframes(clip.getnframes())
+    path = folder / "long click track.wav"
+    with wave.open(str(path), "wb") as out:
+        out.setparams(params)
+        out.writeframes(frames * LONG_REPEATS)
+    return path
+
+
+def view_of(driver: Any) -> dict[str, float]:
+    """What the waveform shows: its time window and beat counts (the canvas's data-*)."""
+    data = driver.execute_script(
+        "return Object.assign({}, document.getElementById('waveform').dataset)"
+    )
+    return {k: float(v) for k, v in data.items()}
+
+
+def axis_labels(driver: Any) -> list[str]:
+    return driver.execute_script(
+        "return [...document.querySelectorAll('#axis span')].map(s => s.textContent)"
+    )
+
+
+def test_upload_listen_and_look_in_the_browser(base_url: str, browser: Any, tmp_path: Path) -> None:
     from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import WebDriverWait
 
     driver = browser
+    # 1400 px wide; short enough that the page can scroll a result to the top.
+    driver.set_window_size(1400, 1200)
     # Rows are replaced as uploads turn into jobs: a row read mid-swap is read again.
     wait = WebDriverWait(
         driver, WAIT_S, poll_frequency=0.2, ignored_exceptions=[StaleElementReferenceException]
     )
     driver.get(base_url + "/")
     assert driver.title == "earshot"
-    files = [SAMPLES / "click120_cmajor.wav", SAMPLES / "aminor_progression.flac"]
+    long_file = long_click_track(tmp_path)
+    files = [long_file, SAMPLES / "aminor_progression.flac"]
     # One send_keys with several paths is a multi-file pick in the file dialog.
     driver.find_element(By.ID, "file-input").send_keys("\n".join(str(f) for f in files))
 
-    def statuses() -> dict[str, str]:
-        rows = driver.find_elements(By.CSS_SELECTOR, "#job-list .job")
+    def rows() -> dict[str, dict[str, str]]:
         return {
-            r.find_element(By.CLASS_NAME, "name").text: r.find_element(By.CLASS_NAME, "status").text
-            for r in rows
+            r.find_element(By.CLASS_NAME, "name").text: {
+                "status": r.find_element(By.CLASS_NAME, "status").text,
+                "facts": r.find_element(By.CLASS_NAME, "facts").text,
+            }
+            for r in driver.find_elements(By.CSS_SELECTOR, "#job-list .job")
+            if r.is_displayed()
         }
 
-    wait.until(lambda _: len(statuses()) == 2)
+    wait.until(lambda _: len(rows()) == 2)
+    # While a job runs the spectrogram box is empty (no broken-image alt text): `hidden` wins.
+    assert driver.execute_script(
+        "const i = document.getElementById('spectrogram');"
+        "return [i.hidden, getComputedStyle(i).display]"
+    ) in ([True, "none"], [False, "block"])
     screenshot(driver, "browser-1-uploaded.png")
-    # The rows are updated by the event stream until both jobs end.
-    wait.until(lambda _: set(statuses().values()) <= {"SUCCEEDED", "FAILED", "CANCELED"})
-    assert statuses() == {f.name: "SUCCEEDED" for f in files}
+    # The rows are updated by the event stream until both jobs end; finished rows then show
+    # their tempo and key.
+    wait.until(
+        lambda _: all(r["status"] in {"SUCCEEDED", "FAILED", "CANCELED"} for r in rows().values())
+    )
+    assert {name: r["status"] for name, r in rows().items()} == {f.name: "SUCCEEDED" for f in files}
+    wait.until(lambda _: all("BPM" in r["facts"] for r in rows().values()))
+    assert rows()[long_file.name]["facts"].endswith("BPM · C major")
+    assert rows()[files[1].name]["facts"].endswith("A minor")
+    # The filter hides rows that do not match.
+    filter_box = driver.find_element(By.ID, "job-filter")
+    filter_box.send_keys("minor")
+    assert list(rows()) == [files[1].name]
+    filter_box.send_keys(Keys.BACKSPACE * len("minor"))  # clear() sends no input event
+    wait.until(lambda _: len(rows()) == 2)
 
     row = next(
         r
         for r in driver.find_elements(By.CSS_SELECTOR, "#job-list .job")
-        if r.find_element(By.CLASS_NAME, "name").text == files[0].name
+        if r.find_element(By.CLASS_NAME, "name").text == long_file.name
     )
     row.click()
     wait.until(lambda d: "BPM" in d.find_element(By.ID, "tempo").text)
-    assert driver.find_element(By.ID, "result-title").text == files[0].name
+    # Clicking a row scrolls to its result.
+    result_top = "return document.getElementById('result').getBoundingClientRect().top"
+    wait.until(lambda d: -5 < d.execute_script(result_top) < 50)
+    assert driver.find_element(By.ID, "result-title").text == long_file.name
     bpm = float(re.sub(r"[^0-9.]", "", driver.find_element(By.ID, "tempo").text))
     assert bpm == pytest.approx(120, abs=3)
     assert driver.find_element(By.ID, "key").text == "C major"
+    assert "confidence" in driver.find_element(By.ID, "key-more").text
+    assert driver.find_element(By.ID, "duration").text == "2:08"  # 128 s
     assert "LUFS" in driver.find_element(By.ID, "loudness").text
-    table = driver.find_element(By.ID, "features").text
-    assert "Spectral centroid" in table
-    assert "Onset rate" in table
+    assert "Spectral centroid" in driver.find_element(By.ID, "features").text
+    assert len(driver.find_elements(By.CSS_SELECTOR, "#chroma > div")) == 12
+    assert len(driver.find_elements(By.CSS_SELECTOR, "#mfcc > div")) == 19
+    # Tooltips say the unit and the method.
+    tempo_tip = driver.find_element(By.CSS_SELECTOR, "[data-tip=tempo]").get_attribute("title")
+    assert "Beats per minute" in tempo_tip and "autocorrelation" in tempo_tip
 
     # Both plots arrive once the render worker drew them.
     wait.until(lambda d: d.find_element(By.ID, "waveform").get_attribute("data-length"))
     spectrogram = driver.find_element(By.ID, "spectrogram")
     wait.until(lambda d: d.execute_script("return arguments[0].naturalWidth", spectrogram) > 0)
     assert driver.execute_script("return arguments[0].naturalWidth", spectrogram) == 1200
-    assert driver.execute_script("return arguments[0].naturalHeight", spectrogram) == 400
-    # The canvas has the waveform drawn on it: some pixels are the bar colour.
-    drawn = driver.execute_script(
+
+    # The whole file: one m:ss axis, and fewer beat lines than beats (683 beats of a song once
+    # painted the waveform solid red).
+    whole = view_of(driver)
+    assert (whole["viewStart"], whole["viewEnd"]) == (0.0, pytest.approx(128, abs=0.5))
+    labels = axis_labels(driver)
+    assert len(labels) >= 4 and all(re.fullmatch(r"\d+:\d\d", label) for label in labels), labels
+    assert labels[0] == "0:00" and "2:00" in labels
+    assert whole["beatsTotal"] >= 240  # 120 BPM for 128 s
+    assert 0 < whole["beatsDrawn"] < whole["beatsTotal"]
+    screenshot(driver, "browser-2-result-1400px.png")
+
+    # Zoom in twice: a quarter of the file, every beat in view drawn, labels still m:ss.
+    driver.find_element(By.ID, "zoom-in").click()
+    driver.find_element(By.ID, "zoom-in").click()
+    zoomed = view_of(driver)
+    assert zoomed["viewEnd"] - zoomed["viewStart"] == pytest.approx(32, abs=0.1)
+    assert zoomed["beatsDrawn"] == zoomed["beatsInView"] < zoomed["beatsTotal"]
+    assert zoomed["beatsInView"] == pytest.approx(64, abs=2)  # 32 s at 120 BPM
+    labels = axis_labels(driver)
+    assert all(re.fullmatch(r"\d+:\d\d", label) for label in labels), labels
+    # Drag the waveform to the left: the view moves later in the file by as much.
+    canvas = driver.find_element(By.ID, "waveform")
+    width = canvas.size["width"]
+    ActionChains(driver).move_to_element(canvas).click_and_hold().move_by_offset(
+        -width // 4, 0
+    ).release().perform()
+    panned = view_of(driver)
+    assert panned["viewStart"] - zoomed["viewStart"] == pytest.approx(8, abs=0.5)
+
+    # The player has the uploaded file; a click on the waveform seeks it there.
+    player = driver.find_element(By.ID, "player")
+    wait.until(lambda d: d.execute_script("return arguments[0].readyState", player) >= 1)
+    assert driver.execute_script("return arguments[0].duration", player) == pytest.approx(
+        128, abs=0.5
+    )
+    ActionChains(driver).move_to_element_with_offset(canvas, width // 4, 0).click().perform()
+    expected = panned["viewStart"] + 0.75 * (panned["viewEnd"] - panned["viewStart"])
+    wait.until(lambda d: d.execute_script("return arguments[0].currentTime", player) > 0)
+    assert driver.execute_script("return arguments[0].currentTime", player) == pytest.approx(
+        expected, abs=0.5
+    )
+    cursor = driver.find_element(By.ID, "cursor")
+    assert cursor.is_displayed()
+    assert cursor.location["x"] == pytest.approx(canvas.location["x"] + 0.75 * width, abs=4)
+    # Space plays, space pauses.
+    driver.execute_script("document.activeElement.blur()")
+    ActionChains(driver).send_keys(Keys.SPACE).perform()
+    wait.until(lambda d: not d.execute_script("return arguments[0].paused", player))
+    ActionChains(driver).send_keys(Keys.SPACE).perform()
+    wait.until(lambda d: d.execute_script("return arguments[0].paused", player))
+    driver.find_element(By.ID, "zoom-all").click()
+
+    # A phone, 390 px wide: nothing wider than the screen, the progress bars inside their rows.
+    driver.execute_cdp_cmd(
+        "Emulation.setDeviceMetricsOverride",
+        {"width": 390, "height": 1600, "deviceScaleFactor": 1, "mobile": True},
+    )
+    wait.until(lambda d: d.execute_script("return document.documentElement.clientWidth") == 390)
+    assert driver.execute_script("return document.documentElement.scrollWidth") <= 390
+    overflow = driver.execute_script(
         """
-        const c = document.getElementById('waveform');
-        const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
-        let n = 0;
-        for (let i = 0; i < d.length; i += 4) if (d[i + 2] > 150 && d[i] < 60) n++;
-        return n;
+        return [...document.querySelectorAll('#job-list .job')].filter(row => {
+          const r = row.getBoundingClientRect();
+          const p = row.querySelector('progress').getBoundingClientRect();
+          return p.right > r.right || p.left < r.left;
+        }).length
         """
     )
-    assert drawn > 1000
+    assert overflow == 0
+    narrow = view_of(driver)
+    assert narrow["beatsDrawn"] < whole["beatsDrawn"]  # fewer pixels, fewer lines
+    driver.execute_script("document.getElementById('result').scrollIntoView()")
+    screenshot(driver, "browser-3-result-390px.png")
+    driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+
     links = {
         a.get_attribute("data-format"): a.get_attribute("href")
         for a in driver.find_elements(By.CSS_SELECTOR, ".downloads a")
     }
     assert set(links) == {"json", "csv", "npz"}
     assert httpx.get(links["csv"], timeout=30).text.startswith("time")
-    screenshot(driver, "browser-2-result.png")
     assert page_errors(driver) == []
 
 
