@@ -625,8 +625,9 @@ def render(
         f"Cold start (scaled-out stack): a fresh `earshot worker --concurrency 1` on the "
         f"interactive and render queues, then {COLD_RUNS} new interactive clips one after "
         "another, each uploaded once the previous one succeeded and its plots were drawn. "
-        "*Ready* is process start to Celery's `ready.` (imports and the warm-up analysis are "
-        "paid there, before the pool forks); latency is upload start to succeeded.",
+        "*Ready* is process start to the pool's `worker pool … ready.` log line (imports and "
+        "the warm-up analysis are paid there, before the pool forks); latency is upload start "
+        "to succeeded.",
         "",
         f"| NUMBA_CACHE_DIR | ready s | job latency ms: 1st | {COLD_RUNS}th "
         f"| median of 2nd to {COLD_RUNS}th | render task ms: 1st | {COLD_RUNS}th "
