@@ -174,7 +174,14 @@ def result_document(
         features.matrices["pcp"], params.hop_length / params.sr, duration_s=duration_s
     )
     summary: ResultSummary = {
-        "tempo": {"bpm": round(rhythm.bpm, 3), "confidence": round(rhythm.confidence, 4)},
+        "tempo": {
+            "bpm": round(rhythm.bpm, 3),
+            "confidence": round(rhythm.confidence, 4),
+            "candidates": [
+                {"bpm": round(bpm, 3), "weight": round(weight, 4)}
+                for bpm, weight in rhythm.candidates
+            ],
+        },
         "beats_s": _floats(rhythm.beats_s, 4),
         "key": {
             "tonic": key.tonic,

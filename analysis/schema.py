@@ -63,7 +63,21 @@ class ResultTempo(TypedDict):
     bpm: float
     """Global tempo, beats per minute; 0.0 when there is no pulse."""
     confidence: float
-    """How strongly periodic the onsets are at the beat period, 0..1."""
+    """Probability, 0..1, that `bpm` is the beat and not another metrical level (half,
+    double, third, ...); 0.0 when there is no pulse."""
+    candidates: list[ResultTempoCandidate]
+    """Up to 3 metrical levels, most likely first (the first is `bpm`); the half and the
+    double of `bpm` whenever they have periodicity evidence. Empty when there is no pulse."""
+
+
+@with_config(_SCHEMA)
+class ResultTempoCandidate(TypedDict):
+    """A tempo the beat may be at."""
+
+    bpm: float
+    """Beats per minute."""
+    weight: float
+    """The model's probability, 0..1, that this is the beat."""
 
 
 @with_config(_SCHEMA)

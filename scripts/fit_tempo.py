@@ -4,7 +4,8 @@ For every dev piece of ``.eval/manifest.csv`` (scripts/make_eval_set.py) and bot
 onset envelope is computed as ``analyze_file`` computes it, the candidates as
 ``analysis.rhythm.tempo_candidates`` makes them, and a conditional logit (the softmax over one
 piece's candidates of a linear score) is fitted by maximum likelihood, with a small L2 penalty,
-to say which candidate is the annotated beat (within ±4 %). Prints the weights to paste into
+to say which candidate is the annotated beat (within ±4 %); ``W_TERNARY`` is a fixed prior,
+not fitted (see analysis/rhythm.py). Prints the weights to paste into
 analysis/rhythm.py and the Acc1 of the choice on the dev and test halves. The test half is
 never used for fitting. Envelopes are cached in ``.eval/onset-envelopes.npz``.
 
@@ -31,10 +32,10 @@ from analysis.decode import downmix, mono_resampler, open_audio  # noqa: E402
 from analysis.features import FeatureExtractor  # noqa: E402
 from analysis.limits import Limits  # noqa: E402
 from analysis.profiles import PROFILES, get_profile  # noqa: E402
-from analysis.rhythm import _onsets, tempo_candidates  # noqa: E402
+from analysis.rhythm import W_TERNARY, _onsets, tempo_candidates  # noqa: E402
 
 CACHE = EVAL / "onset-envelopes.npz"
-NAMES = ("W_PRIOR", "W_PRIOR2", "W_PERIODICITY", "W_DENSITY", "W_DENSITY2", "W_TERNARY")
+NAMES = ("W_PRIOR", "W_PRIOR2", "W_PERIODICITY", "W_DENSITY", "W_DENSITY2")
 
 
 def envelope(path: Path, profile: str) -> np.ndarray:
@@ -64,7 +65,8 @@ def envelopes(pieces: list[dict[str, str]]) -> dict[str, np.ndarray]:
 
 
 def design(pieces, envs) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Per piece and profile: candidate features (rows) and which candidates are right."""
+    """Per piece and profile: candidate features (rows; the last column is ``ternary``, whose
+    weight is fixed) and which candidates are right."""
     xs, ys = [], []
     for p in pieces:
         for prof in PROFILES:
@@ -85,10 +87,15 @@ def design(pieces, envs) -> tuple[list[np.ndarray], list[np.ndarray]]:
                         ]
                         for c in cands
                     ]
-                ).reshape(-1, len(NAMES))
+                ).reshape(-1, len(NAMES) + 1)
             )
             ys.append(np.array([tempo_acc(float(p["bpm"]), c.bpm, (1.0,)) for c in cands]))
     return xs, ys
+
+
+def scores(w: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """The model's score of each candidate: fitted weights, plus the fixed ternary prior."""
+    return x[:, :-1] @ w + W_TERNARY * x[:, -1]
 
 
 def neg_log_likelihood(w, xs, ys, l2: float) -> float:
@@ -96,7 +103,7 @@ def neg_log_likelihood(w, xs, ys, l2: float) -> float:
     for x, y in zip(xs, ys, strict=True):
         if not y.any():
             continue
-        z = x @ w
+        z = scores(w, x)
         z = z - z.max()
         total -= np.log(np.exp(z[y]).sum()) - np.log(np.exp(z).sum())
     return total / len(xs) + l2 * float(w @ w)
@@ -104,7 +111,9 @@ def neg_log_likelihood(w, xs, ys, l2: float) -> float:
 
 def accuracy(w, xs, ys) -> float:
     return float(
-        np.mean([y.size > 0 and y[int(np.argmax(x @ w))] for x, y in zip(xs, ys, strict=True)])
+        np.mean(
+            [y.size > 0 and y[int(np.argmax(scores(w, x)))] for x, y in zip(xs, ys, strict=True)]
+        )
     )
 
 

@@ -71,7 +71,7 @@ def test_silence_is_silent(tmp_path: Path):
     summary = analysis.document["summary"]
     assert summary["silence_ratio"] == 1.0
     assert summary["beats_s"] == []
-    assert summary["tempo"] == {"bpm": 0.0, "confidence": 0.0}
+    assert summary["tempo"] == {"bpm": 0.0, "confidence": 0.0, "candidates": []}
     assert summary["onset_rate_per_s"] == 0.0
     assert summary["key"]["confidence"] == 0.0
     assert summary["loudness"]["integrated_lufs"] == -70.0
