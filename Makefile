@@ -18,7 +18,7 @@ PYTHON ?= $(shell \
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install run test lint format bench eval samples clean check-outputs dist
+.PHONY: install run test lint format bench eval samples clean check-outputs check-views dist
 
 install: $(STAMP)
 
@@ -69,6 +69,11 @@ eval: $(STAMP)
 check-outputs: $(STAMP)
 	@test -n "$(REF)" || { echo 'error: give REF=<git ref> (or REF="A B")' >&2; exit 2; }
 	$(BIN)/python scripts/check_outputs.py $(foreach r,$(REF),--ref $(r)) $(CHECK_ARGS)
+
+# The Spotify-shaped views of real music (the bench's wesnoth tracks unless VIEWS_ARGS names
+# files) against the served OpenAPI schemas and the rules docs/spotify.md lists.
+check-views: $(STAMP)
+	$(BIN)/python scripts/check_views.py $(VIEWS_ARGS)
 
 # The sdist and the wheel under dist/, built in an isolated environment as a release is.
 dist: $(STAMP)
