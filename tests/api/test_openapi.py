@@ -200,3 +200,29 @@ def _broken(document: dict[str, Any]) -> Iterator[dict[str, Any]]:
 
 def _no_retry(exc: Exception) -> None:
     raise AssertionError(f"a sample must analyse at the first attempt: {exc!r}")
+
+
+@pytest.mark.parametrize("name", VIEWS)
+def test_view_schemas_are_closed_and_every_field_described(
+    openapi: dict[str, Any], name: str
+) -> None:
+    """What a client generator reads of the Spotify-shaped views: every object lists its
+    properties, allows no others, and says what each one is."""
+    response = openapi["paths"][f"/v1/analyses/{{job_id}}/{name}"]["get"]["responses"]["200"]
+    pending = [response["content"]["application/json"]["schema"]]
+    described = 0
+    while pending:
+        schema = resolve(openapi, pending.pop())
+        if schema.get("type") == "object" and "properties" in schema:
+            assert schema.get("additionalProperties") is False, schema
+            assert set(schema["required"]) == set(schema["properties"]), schema
+            for field, sub in schema["properties"].items():
+                # A nested object is a $ref: its description is the referenced schema's.
+                text = sub.get("description") or resolve(openapi, sub).get("description")
+                assert text, f"{name}: {field} has no description"
+                described += 1
+                pending.append(sub)
+        elif schema.get("type") == "array":
+            pending.append(schema["items"])
+    # audio-features: 19 fields and the earshot block's 5; audio-analysis many more.
+    assert described >= 24
