@@ -6,6 +6,7 @@ reader goes away for the broken pipe.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import pty
@@ -15,7 +16,10 @@ import sys
 import termios
 from pathlib import Path
 
+import pytest
+
 from earshot.cli import main
+from earshot.terminal import ProgressLine
 
 REPO = Path(__file__).resolve().parents[2]
 EARSHOT = [sys.executable, "-m", "earshot"]
@@ -98,3 +102,30 @@ def test_a_reader_that_stops_early_ends_the_command_quietly(
     assert json.loads(done.stdout)["file"] == str(folder / "0.wav")
     # 128 + SIGPIPE, what a shell reports for any command whose reader went away.
     assert done.stderr.strip().splitlines() == ["status 141"], done.stderr
+
+
+class FakeTerminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_a_long_path_gives_way_so_the_stage_and_percentage_fit_the_terminal(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("COLUMNS", "60")  # the terminal's width when the stream has no size
+    screen = FakeTerminal()
+    line = ProgressLine(screen)
+    line.start("[1/1] /music/" + "very long folder name/" * 5 + "song.flac")
+    line("decode+features", 0.5)
+    drawn = screen.getvalue().rsplit("\r\x1b[2K", 1)[1]
+    assert len(drawn) <= 59 and drawn.startswith("…") and "song.flac  decode+features" in drawn
+    assert " 50%" in drawn
+    line.clear()
+    assert screen.getvalue().endswith("\r\x1b[2K")
+
+    piped = io.StringIO()  # not a terminal: nothing at all
+    quiet = ProgressLine(piped)
+    quiet.start("x")
+    quiet("decode+features", 0.5)
+    quiet.clear()
+    assert piped.getvalue() == ""

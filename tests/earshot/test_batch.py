@@ -164,6 +164,20 @@ def test_retry_after_accepts_seconds_and_http_dates() -> None:
     assert parse_retry_after("soon") is None
 
 
+def test_submit_help_lists_the_profiles_and_refuses_others(capsys: pytest.CaptureFixture) -> None:
+    from earshot.cli import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(["submit", "--help"])
+    assert exited.value.code == 0
+    # docs/result.md, Profiles: the two profiles a user can choose.
+    assert "--profile {standard,fast}" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exited:
+        main(["submit", "x.wav", "--out", "o", "--profile", "turbo"])
+    assert exited.value.code == 2
+    assert "invalid choice: 'turbo'" in capsys.readouterr().err
+
+
 def test_formats_always_include_the_result_document() -> None:
     assert parse_formats("csv") == ("json", "csv")
     assert parse_formats("npz, json,csv") == ("json", "csv", "npz")
