@@ -1,4 +1,5 @@
-"""The web page: ``/`` and its three static files, served from ``api/static``.
+"""The web page: ``/`` and its static files (a page, three scripts, a style sheet), served
+from ``api/static``.
 
 Only the files listed in STATIC are served (never a path taken from the URL), each with an
 ETag of its content so a browser revalidates cheaply and picks up a new release at once.
@@ -21,6 +22,8 @@ STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 STATIC = {
     "index.html": "text/html; charset=utf-8",
     "app.js": "text/javascript; charset=utf-8",
+    "result.js": "text/javascript; charset=utf-8",
+    "timeline.js": "text/javascript; charset=utf-8",
     "style.css": "text/css; charset=utf-8",
 }
 # Revalidate every time: the files are tiny and a stale app.js after an upgrade would talk

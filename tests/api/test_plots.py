@@ -139,7 +139,10 @@ def test_the_web_page_and_its_files_are_served(client: TestClient) -> None:
     assert page.headers["content-type"].startswith("text/html")
     assert "default-src 'self'" in page.headers["content-security-policy"]
     assert 'id="file-input"' in page.text
-    for name, media_type in [("app.js", "text/javascript"), ("style.css", "text/css")]:
+    # The player's audio may be a blob: URL (fetched with an API key).
+    assert "media-src 'self' blob:" in page.headers["content-security-policy"]
+    scripts = [(name, "text/javascript") for name in ("timeline.js", "result.js", "app.js")]
+    for name, media_type in [*scripts, ("style.css", "text/css")]:
         assert f"/static/{name}" in page.text
         response = client.get(f"/static/{name}")
         assert response.status_code == 200
