@@ -29,8 +29,9 @@ _SCHEMA = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
 # Pitch-class numbers (Spotify's ``key``): the result document's tonic names, C = 0.
 PITCH_CLASSES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
-# Below this key confidence the chroma fits no key profile (silence, flat noise: the analyzer
-# then names C major by convention, with confidence 0), so ``key`` is -1, Spotify's "no key".
+# Below this key confidence no key fits (a confidence under 0.1 means the best key's fit is
+# under 0.2; silence, noise and unpitched drums read 0 whatever tonic they name), so ``key``
+# is -1, Spotify's "no key".
 KEY_MIN_CONFIDENCE = 0.1
 # Spotify's time signatures: "3/4" to "7/4".
 TIME_SIGNATURES = range(3, 8)
