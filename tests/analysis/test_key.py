@@ -116,6 +116,13 @@ def test_scores_prefer_the_scale_of_the_key():
     assert int(np.argmax(scores)) == 0  # C major, above G major (7) and A minor (12 + 9)
 
 
+def test_white_noise_has_no_confident_key(tmp_path: Path):
+    """Noise has no key: some key still scores best, but the confidence says it means nothing."""
+    y = (np.random.default_rng(7).standard_normal(5 * SR) * 0.1).astype(np.float32)
+    key = analyze_file(write(tmp_path / "noise.wav", y, SR)).document["summary"]["key"]
+    assert key["confidence"] < 0.1
+
+
 def test_silence_has_no_key_candidates(tmp_path: Path):
     path = write(tmp_path / "silence.wav", np.zeros(3 * SR, dtype=np.float32), SR)
     key = analyze_file(path).document["summary"]["key"]
