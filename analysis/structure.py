@@ -34,6 +34,8 @@ MIN_METER_T = 3.5
 # share of the difference): beat 3 accented, but less than beat 1 (below ~70 % of its accent),
 # as in most 4/4; a true 2/4, every other beat alike, gives only 2/3.
 DOUBLE_BAR_RATIO = 0.9
+# A bar length is only judged on at least this many bars: on fewer, noise passes the t test.
+MIN_BARS = 4
 # Without that evidence the bar is 4 beats from the first beat, with confidence 0: the most
 # common meter, stated as no more than a default.
 DEFAULT_BEATS_PER_BAR = 4
@@ -298,7 +300,7 @@ def estimate_meter(
         return Meter(0, 0.0, np.zeros(0), np.zeros(0, dtype=np.int64))
     candidates = {}
     for m in BAR_LENGTHS:
-        if n >= 2 * m:
+        if n >= MIN_BARS * m:
             candidates[m] = _phase_contrast(accents, m)
     best = max(candidates, key=lambda m: candidates[m][1], default=0)
     if not best or candidates[best][2] < MIN_METER_T:
@@ -315,7 +317,7 @@ def estimate_meter(
         starts = np.searchsorted(beats_s, np.asarray(section_starts_s or [], dtype=np.float64))
         edges = [0, *starts.tolist(), n]
         for a, b in itertools.pairwise(edges):
-            if b - a >= 4 * m:
+            if b - a >= MIN_BARS * m:
                 # Phase relative to the global beat index, so it is comparable between sections.
                 local = accents[a:b]
                 q, _, t = _phase_contrast(local, m)

@@ -76,6 +76,20 @@ def test_fast_profile_finds_the_bar_too(tmp_path: Path):
     np.testing.assert_array_equal(summary["downbeats_s"], beats[nearest])
 
 
+@pytest.mark.parametrize("profile", ["standard", "fast"])
+def test_noise_has_no_meter_evidence(tmp_path: Path, profile: str):
+    # White noise may get beats, but no beat is accented: the bar is the default, unconfirmed.
+    # This seed's noise once read as 5 beats per bar with confidence 1 (fast profile): two
+    # bars of beats passed the t test by chance.
+    rng = np.random.default_rng(1)
+    y = (0.3 * rng.standard_normal(10 * SR)).astype(np.float32)
+    summary = _analyze(tmp_path, "noise", y, profile=profile).document["summary"]
+    assert summary["meter"]["confidence"] == 0.0
+    if summary["beats_s"]:
+        assert summary["meter"]["beats_per_bar"] == 4
+        assert summary["downbeats_s"] == summary["beats_s"][::4]
+
+
 def test_tatums_divide_the_beat_as_the_hats_do(tmp_path: Path):
     for division in (2, 3):
         y, _ = click_track(4, seconds=12.0)
