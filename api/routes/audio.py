@@ -8,6 +8,7 @@ never changes, so its SHA-256 is a strong ETag (``If-None-Match``, ``If-Range``)
 
 from __future__ import annotations
 
+import re
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -51,6 +52,7 @@ UNKNOWN_MEDIA_TYPE = "application/octet-stream"
 # More ranges than this in one request is refused (416): players ask for one, and a long list
 # of small ranges is how a client makes a server do much work for little (RFC 9110 14.2).
 MAX_RANGES = 16
+_DIGITS = re.compile(r"[0-9]+")
 
 
 @dataclass(frozen=True)
@@ -86,7 +88,12 @@ def parse_range(header: str, size: int) -> list[ByteRange] | None:
     for item in filter(None, items):
         first, dash, last = item.partition("-")
         first, last = first.strip(), last.strip()
-        if not dash or not (first or last) or not all(p.isdigit() for p in (first, last) if p):
+        # ASCII digits only: str.isdigit() also takes "²", which int() refuses.
+        if (
+            not dash
+            or not (first or last)
+            or not all(_DIGITS.fullmatch(p) for p in (first, last) if p)
+        ):
             return None
         if not first:  # "-N": the last N bytes
             suffix = int(last)
