@@ -20,5 +20,6 @@ SCORE_METHODS: dict[str, str] = {
     "speechiness": "DSP: chroma instability over 0.1 s times the MFCC change rate over "
     "46 ms (voice-like articulation without held pitches)",
     "liveness": "DSP: seconds of sustained (>= 1 s), fluctuating, unpitched broadband noise "
-    "near the music's level (audience: applause, crowd), 10 s or more reads 1.0",
+    "without a beat, near the music's level (audience: applause, crowd), 10 s or more "
+    "reads 1.0",
 }

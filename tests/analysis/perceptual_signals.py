@@ -52,6 +52,22 @@ def drum_groove(
     return _normalise(y, -3.0)
 
 
+def cymbal_groove(
+    seconds: float = 20.0, bpm: float = 120.0, sr: int = SR, seed: int = 7
+) -> np.ndarray:
+    """The groove under a ride cymbal struck every eighth and ringing on: broadband noise as
+    uneven as applause, but on the beat."""
+    rng = np.random.default_rng(seed)
+    y = drum_groove(seconds, bpm, sr, seed).astype(np.float64)
+    ride = np.zeros_like(y)
+    for t in np.arange(0.0, seconds, 30.0 / bpm):
+        hit = np.diff(_noise_hit(sr, rng, 0.6, 6.0), prepend=0.0) * rng.uniform(0.6, 1.0)
+        a = int(t * sr)
+        n = min(hit.size, y.size - a)
+        ride[a : a + n] += hit[:n]
+    return _normalise(y / np.max(np.abs(y)) + 2.0 * ride / np.max(np.abs(ride)), -3.0)
+
+
 def pad(seconds: float = 20.0, sr: int = SR, seed: int = 2) -> np.ndarray:
     """A sustained chord with slow, irregular swells and no attacks: no pulse to dance to."""
     rng = np.random.default_rng(seed)
