@@ -11,6 +11,7 @@ import email.policy
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
@@ -31,11 +32,11 @@ def flac(client: TestClient) -> tuple[TestClient, str, bytes]:
     return client, job["id"], data
 
 
-def audio(client: TestClient, job_id: str, **headers: str | bytes):  # type: ignore[no-untyped-def]
+def audio(client: TestClient, job_id: str, **headers: str | bytes) -> httpx.Response:
     return client.get(f"/v1/analyses/{job_id}/audio", headers=headers)
 
 
-def byteranges(r) -> list[tuple[str, str, bytes]]:  # type: ignore[no-untyped-def]
+def byteranges(r: httpx.Response) -> list[tuple[str, str, bytes]]:
     """(Content-Range, Content-Type, bytes) of each part of a multipart/byteranges answer."""
     message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
         b"Content-Type: " + r.headers["content-type"].encode() + b"\r\n\r\n" + r.content
