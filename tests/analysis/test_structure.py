@@ -111,9 +111,10 @@ def test_plain_clicks_have_the_beat_as_tatum(tmp_path: Path):
     assert summary["tatums_s"] == summary["beats_s"]
 
 
-def test_medley_sections_start_at_the_joins(medley_file: tuple[Path, list[float]]):
+@pytest.mark.parametrize("profile", ["standard", "fast"])
+def test_medley_sections_start_at_the_joins(medley_file: tuple[Path, list[float]], profile: str):
     path, joins = medley_file
-    sections = analyze_file(path).document["summary"]["sections"]
+    sections = analyze_file(path, profile=profile).document["summary"]["sections"]
     starts = [s["start_s"] for s in sections]
     assert starts[0] == 0.0 and len(sections) == 3, starts
     np.testing.assert_allclose(starts[1:], joins, atol=3.0)
