@@ -26,7 +26,7 @@ log = logging.getLogger("earshot")
 # How often `earshot dev` and `earshot worker --reconcile` look for lost jobs.
 RECONCILE_INTERVAL_S = 60.0
 
-# Seconds `earshot dev` waits for its interactive pool to be warm before starting the others
+# Seconds `earshot dev` waits for its analysis pool to be warm before starting the others
 # anyway (they start as soon as it is).
 DEV_STAGGER_S = 30.0
 
@@ -410,7 +410,9 @@ def dev(host: str, port: int) -> int:
         )
 
     started = time.monotonic()
-    first_pool, *later_pools = dev_pools(settings.worker_concurrency)
+    # EARSHOT_WORKER_CONCURRENCY, when set, sizes the analysis pool; otherwise every core.
+    explicit = "EARSHOT_WORKER_CONCURRENCY" in os.environ
+    first_pool, *later_pools = dev_pools(settings.worker_concurrency if explicit else None)
     children = [
         start(["serve", "--host", host, "--port", str(port)]),
         start(["worker", *first_pool]),
@@ -437,7 +439,7 @@ def dev(host: str, port: int) -> int:
     while not stop.wait(0.5):
         if not workers_ready:
             warm = runtime.warm_queues()
-            # The interactive pool warms up alone, on every core, so that a first upload is
+            # The analysis pool warms up alone, on every core, so that a first upload is
             # analysed as soon as possible; the other pools start once it consumes (or after
             # DEV_STAGGER_S, should it be slow).
             if later_pools and (
@@ -460,20 +462,22 @@ def dev(host: str, port: int) -> int:
     return exit_code
 
 
-def dev_pools(interactive_processes: int, cpus: int | None = None) -> list[list[str]]:
+def dev_pools(processes: int | None = None, cpus: int | None = None) -> list[list[str]]:
     """The worker pools `earshot dev` starts, as `earshot worker` arguments.
 
-    Every core analyses a batch while nothing interactive waits, and an interactive upload
-    still starts within one task's time during a batch flood: the interactive pool
-    (``interactive_processes``, EARSHOT_WORKER_CONCURRENCY) also consumes the batch queue but
-    always takes an interactive job first (``core.broker``'s channel polls in ``Queue``
-    order), and the batch pool has the other cores. Plots and webhooks keep pools of their own.
+    One analysis pool, a process per core (or ``processes``, EARSHOT_WORKER_CONCURRENCY when
+    set), on the interactive and the batch queue: a batch uses every core while nothing
+    interactive waits, so do the chunks of a long file, and an interactive upload still starts
+    within one task's time during a batch flood, because each process takes an interactive
+    job first (``core.broker``'s channel polls in ``Queue`` order). One pool also warms up
+    once, not twice. Plots and webhooks keep pools of their own.
     """
-    cpus = cpus or os.cpu_count() or 1
-    batch_processes = max(1, cpus - interactive_processes)
+    analysis_processes = processes or cpus or os.cpu_count() or 1
     return [
-        [f"--queues={Queue.INTERACTIVE.value},{Queue.BATCH.value}"],
-        [f"--queues={Queue.BATCH.value}", f"--concurrency={batch_processes}"],
+        [
+            f"--queues={Queue.INTERACTIVE.value},{Queue.BATCH.value}",
+            f"--concurrency={analysis_processes}",
+        ],
         [f"--queues={Queue.RENDER.value}"],
         [f"--queues={Queue.WEBHOOK.value}"],
     ]
