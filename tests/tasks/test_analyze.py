@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
@@ -13,7 +14,14 @@ from analysis import ANALYZER_VERSION
 from core.blobs import LocalBlobStore
 from core.errors import TransientStoreError
 from core.jobs import JobStore
-from core.names import ANALYZE_TASK, FRAMES_CSV, FRAMES_NPZ, RESULT_JSON, JobStatus
+from core.names import (
+    ANALYZE_TASK,
+    FRAMES_CSV,
+    FRAMES_NPZ,
+    RESULT_JSON,
+    SEGMENTS_JSON,
+    JobStatus,
+)
 from core.runtime import Runtime
 from tasks.outcomes import WORKER_LOST
 from tests.tasks.conftest import submit
@@ -41,6 +49,13 @@ def test_analysis_succeeds_and_stores_whole_result(runtime: Runtime, wav_bytes: 
     header = runtime.blobs.get_bytes(done.result_prefix + FRAMES_CSV).split(b"\n", 1)[0]
     assert b"time_s" in header or b"time" in header
     assert runtime.blobs.get_bytes(done.result_prefix + FRAMES_NPZ).startswith(b"PK")
+    # The segments beside the document: contiguous from 0 to the end of the file.
+    segments = json.loads(runtime.blobs.get_bytes(done.result_prefix + SEGMENTS_JSON))
+    assert segments[0]["start_s"] == 0.0
+    for a, b in itertools.pairwise(segments):
+        assert a["start_s"] + a["duration_s"] == pytest.approx(b["start_s"], abs=1e-4)
+    end = segments[-1]["start_s"] + segments[-1]["duration_s"]
+    assert end == pytest.approx(document["audio"]["duration_s"], abs=0.05)
     # Kept on success: re-running a job needs no re-upload.
     assert runtime.blobs.exists(job.upload_key or "")
 
@@ -99,7 +114,7 @@ def test_redelivery_after_success_is_a_no_op(runtime: Runtime, wav_bytes: bytes)
     assert again.finished_at == first.finished_at
     assert result_path.stat().st_mtime_ns == stamp
     assert sorted(p.name for p in result_path.parent.iterdir()) == sorted(
-        [FRAMES_CSV, FRAMES_NPZ, RESULT_JSON]
+        [FRAMES_CSV, FRAMES_NPZ, RESULT_JSON, SEGMENTS_JSON]
     )
 
 
