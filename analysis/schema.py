@@ -89,9 +89,9 @@ class ResultKey(TypedDict):
     mode: str
     """`major` or `minor`."""
     confidence: float
-    """Calibrated 0..1 from the lead of the best key over the second; 0 without pitch."""
+    """Calibrated 0..1 from the best key's fit and its lead over the second; 0 for silence."""
     candidates: list[ResultKeyCandidate]
-    """The best 3 keys, best first; the first is `tonic`/`mode`. Empty without pitch."""
+    """The best 3 keys, best first; the first is `tonic`/`mode`. Empty for silence."""
     segments: list[ResultKeySegment]
     """Local keys over time, contiguous and covering the file; one when it does not modulate."""
 

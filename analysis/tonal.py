@@ -99,8 +99,8 @@ class KeySegment:
 class Key:
     """The key of a file, the best three keys, and the local keys over time.
 
-    ``confidence`` is 0..1, calibrated on the evaluation set from the score margin between the
-    best and the second-best key (``key_confidence``); 0.0 when there is no pitched sound.
+    ``confidence`` is 0..1, calibrated on the evaluation set from how well the best key fits and
+    its lead over the second-best (``key_confidence``); 0.0 for silence.
     """
 
     tonic: str
@@ -247,8 +247,9 @@ def estimate_key(pcp: np.ndarray, hop_s: float, duration_s: float) -> Key:
     Returns
     -------
     Key
-        C major with confidence 0.0, no candidates and one segment, when there is no pitched
-        sound (silence, noise, drums without pitch).
+        C major with confidence 0.0, no candidates and one segment when the profile is empty
+        or flat (silence). Noise and unpitched drums do get a best key, with a confidence near
+        0 (``key_confidence``).
     """
     pcp = np.asarray(pcp, dtype=np.float64)
     mean = pcp.mean(axis=1) if pcp.shape[1:] and pcp.shape[1] else np.zeros(12)
