@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -20,11 +21,13 @@ import httpx
 import pytest
 import uvicorn
 
+from analysis import analyze_file
 from api.app import create_app
 from core.names import SPECTROGRAM_PNG, WAVEFORM_JSON, result_prefix
 from core.settings import Settings
 from tests.api.conftest import finish, wav_bytes
 
+SAMPLES = Path(__file__).resolve().parents[2] / "samples"
 KEY = "head-key-0123456789"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 TIMEOUT_S = 30.0
@@ -109,7 +112,9 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         assert r.status_code == 202, r.text
         ids.append(r.json()["id"])
     done_id, queued_id = ids
-    finish(SimpleNamespace(app=app), done_id, document={"bpm": 120.0})  # type: ignore[arg-type]
+    # A real result document: the Spotify-shaped views are built from its fields.
+    document = dict(analyze_file(SAMPLES / "sine440.wav", profile="fast").document)
+    finish(SimpleNamespace(app=app), done_id, document=document)  # type: ignore[arg-type]
     prefix = result_prefix(done_id)
     runtime.blobs.put_bytes(prefix + WAVEFORM_JSON, json.dumps({"version": 2}).encode())
     runtime.blobs.put_bytes(prefix + SPECTROGRAM_PNG, b"\x89PNG\r\n\x1a\n" + b"\x00" * 64)
