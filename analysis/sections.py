@@ -19,7 +19,7 @@ import scipy.cluster.hierarchy
 
 from analysis.features import Features
 from analysis.loudness import LOUDNESS_FLOOR_LUFS, Loudness, integrated_loudness
-from analysis.rhythm import estimate_tempo
+from analysis.rhythm import choose_tempo, tempo_candidates
 from analysis.schema import ResultSection, ResultSectionKey
 from analysis.tonal import MODES, PITCH_CLASSES, key_confidence, key_scores
 
@@ -43,6 +43,11 @@ MFCC_STD_FLOOR = 2.0
 # stand NOVELTY_MAD robust deviations above the novelty's median.
 NOVELTY_MIN = 0.15
 NOVELTY_MAD = 3.0
+# A section keeps the file's tempo when that is among its own tempo candidates (within
+# TEMPO_MATCH) with at least this weight: one metrical level through the file unless a
+# section's own evidence rules it out.
+TEMPO_KEEP_WEIGHT = 0.2
+TEMPO_MATCH = 0.04
 # Sections whose mean features are closer than this share a label.
 LABEL_DISTANCE = 0.6
 # A boundary's confidence is 1 - exp(-novelty / NOVELTY_SCALE): the novelty peaks of the
@@ -55,6 +60,7 @@ def find_sections(
     *,
     beats_s: np.ndarray,
     onsets_s: np.ndarray,
+    bpm: float,
     loudness: Loudness,
     sample_rate: int,
     duration_s: float,
@@ -71,6 +77,8 @@ def find_sections(
         Beat times, seconds (may be empty).
     onsets_s : np.ndarray [shape=(n_onsets,)]
         Onset times, seconds (the sections' tempo reads those inside each).
+    bpm : float
+        The file's tempo (0 without a pulse).
     loudness : Loudness
         The file's loudness with its step energies.
     sample_rate : int
@@ -118,6 +126,7 @@ def find_sections(
                 label=labels[k],
                 confidence=confidence,
                 onsets_s=onsets_s,
+                file_bpm=bpm,
                 loudness=loudness,
                 sample_rate=sample_rate,
                 sr=sr,
@@ -252,6 +261,7 @@ def _describe(
     label: str,
     confidence: float,
     onsets_s: np.ndarray,
+    file_bpm: float,
     loudness: Loudness,
     sample_rate: int,
     sr: int,
@@ -264,7 +274,7 @@ def _describe(
     hop_s = hop_length / sr
     inside = onsets_s[(onsets_s >= f0 * hop_s) & (onsets_s < f1 * hop_s)] - f0 * hop_s
     envelope = features.series["onset_strength"][f0:f1]
-    bpm, _ = estimate_tempo(envelope, sr, hop_length, np.asarray(inside, dtype=np.float64))
+    bpm = section_tempo(envelope, np.asarray(inside, dtype=np.float64), file_bpm, sr / hop_length)
     # The pitch-class profile the file's key is decided on (analysis.tonal).
     profile = features.matrices["pcp"][:, f0:f1]
     return {
@@ -276,6 +286,24 @@ def _describe(
         "tempo_bpm": round(bpm, 3),
         "key": section_key(profile.mean(axis=1) if profile.shape[1] else np.zeros(12)),
     }
+
+
+def section_tempo(
+    onset_env: np.ndarray, onsets_s: np.ndarray, file_bpm: float, frame_rate: float
+) -> float:
+    """A section's tempo, by the file tempo's method on the section's envelope and onsets.
+
+    The file's own tempo is kept when the section's evidence gives it at least
+    ``TEMPO_KEEP_WEIGHT``: on a few seconds the model's choice between related levels (a
+    half, two thirds) is less sure than on the whole file, and a tempo that flips between
+    levels from section to section would be an artefact, not a tempo change.
+    """
+    bpm, _, top = choose_tempo(tempo_candidates(onset_env, frame_rate, onsets_s))
+    for candidate, weight in top:
+        near = file_bpm > 0 and abs(candidate / file_bpm - 1.0) <= TEMPO_MATCH
+        if near and weight >= TEMPO_KEEP_WEIGHT:
+            return float(candidate)
+    return float(bpm)
 
 
 def section_key(profile: np.ndarray) -> ResultSectionKey:

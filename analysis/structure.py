@@ -103,6 +103,7 @@ def structure(
         features,
         beats_s=rhythm.beats_s,
         onsets_s=rhythm.onsets_s,
+        bpm=rhythm.bpm,
         loudness=loudness,
         sample_rate=sample_rate,
         duration_s=duration_s,
