@@ -102,8 +102,6 @@ def test_bars_start_at_the_downbeats(tmp_path: Path, beats_per_bar: int) -> None
     path = write(tmp_path / "clicks.wav", accented_clicks(beats_per_bar), SR)
     analysis = analyze_file(path)
     summary = analysis.document["summary"]
-    if "downbeats_s" not in summary:
-        pytest.skip("the result document has no downbeats yet (issue 13, structure)")
     view = audio_analysis(analysis.document, analysis.segments)
     bars = view["bars"]
     assert len(bars) >= 3
