@@ -19,8 +19,9 @@ The tempo is decided in two steps, because the two ways tempo estimates fail are
    (``scripts/fit_tempo.py``); the softmax of the scores is each candidate's ``weight``, and
    the chosen one's weight is the tempo's confidence.
 
-The beat tracker (librosa's dynamic programme) then runs at the chosen tempo, so the beats are
-spaced by it.
+The beat tracker (librosa's dynamic programme) then runs at the chosen tempo, on the envelope
+resampled so that the beat period is a whole number of frames (``track_beats``), so the beats
+are spaced by the tempo itself rather than by its period rounded to a frame.
 """
 
 from __future__ import annotations
@@ -343,9 +344,29 @@ def rhythm(onset_env: np.ndarray, sr: int, *, hop_length: int) -> Rhythm:
     empty = np.zeros(0)
     if bpm <= 0:
         return Rhythm(0.0, 0.0, empty, empty)
-    _, beats = librosa.beat.beat_track(
-        onset_envelope=onset_env, sr=sr, hop_length=hop_length, bpm=bpm, units="time"
+    beats = track_beats(onset_env, sr, hop_length, bpm)
+    return Rhythm(bpm, confidence, beats, onsets, candidates=candidates)
+
+
+def track_beats(onset_env: np.ndarray, sr: int, hop_length: int, bpm: float) -> np.ndarray:
+    """Beat times (seconds) by librosa's dynamic programme, spaced by ``bpm`` itself.
+
+    librosa's tracker rounds the beat period to whole frames: at 180 BPM that is 14 frames
+    instead of 14.36 in the standard profile (2.5 % fast) and 7 instead of 7.18 in ``fast``.
+    The envelope is therefore resampled (linearly) so that the period is a whole number of
+    its frames, tracked there, and the beat frames mapped back to seconds.
+    """
+    frame_rate = sr / hop_length
+    period = frame_rate * 60.0 / bpm
+    whole = max(1, round(period))
+    scale = whole / period  # resampled frames per envelope frame
+    positions = np.arange(int(np.floor((onset_env.size - 1) * scale)) + 1) / scale
+    resampled = np.interp(positions, np.arange(onset_env.size), onset_env)
+    _, frames = librosa.beat.beat_track(
+        onset_envelope=resampled,
+        sr=sr,
+        hop_length=hop_length,
+        bpm=frame_rate * 60.0 / whole,
+        units="frames",
     )
-    return Rhythm(
-        bpm, confidence, np.asarray(beats, dtype=np.float64), onsets, candidates=candidates
-    )
+    return np.asarray(frames, dtype=np.float64) / (scale * frame_rate)

@@ -55,9 +55,16 @@ def _near(bpm: float, target: float, rel: float = 0.02) -> bool:
 def test_click_track_tempo_and_beats(bpm: float, profile: str) -> None:
     rhy = analyse(pattern(bpm, 1, [1.0]), profile)
     assert rhy.bpm == pytest.approx(bpm, rel=0.01)
-    # The beat tracker runs at the chosen tempo: beats one period apart.
-    assert np.median(np.diff(rhy.beats_s)) == pytest.approx(60.0 / bpm, rel=0.05)
-    assert rhy.beats_s.size >= 0.8 * 16.0 * bpm / 60.0
+    # The beat tracker runs at the chosen tempo, not at its period rounded to whole frames
+    # (180 BPM is 7.18 frames of the fast profile): beats one period apart.
+    assert np.median(np.diff(rhy.beats_s)) == pytest.approx(60.0 / bpm, rel=0.01)
+    # And on the clicks, but for librosa's last beat or two: within 40 ms in the standard
+    # profile (the envelope peaks a frame, 23 ms, after an attack); the fast profile's 46 ms
+    # frames allow its beats twice that.
+    clicks = np.arange(0.25, 16.0 - 0.1, 60.0 / bpm)
+    error = np.min(np.abs(rhy.beats_s[:, None] - clicks[None, :]), axis=1)
+    assert np.mean(error < (0.04 if profile == "standard" else 0.08)) >= 0.9
+    assert rhy.beats_s.size >= 0.8 * clicks.size
 
 
 @pytest.mark.parametrize("bpm", [90.0, 140.0])
