@@ -14,7 +14,8 @@ The tempo is decided in two steps, because the two ways tempo estimates fail are
    candidate is scored by a small log-linear model of three pieces of evidence: its
    periodicity (the product above), how far it is from the tempi music is usually felt at
    (a log-tempo prior), and how many onsets fall in one of its beats (a beat holds one to a
-   few notes; Percival & Tzanetakis 2014 decide the octave from such features too). The
+   few notes; Percival & Tzanetakis 2014 decide the octave from such features too), plus a
+   fixed preference for grouping the strongest pulse in twos rather than threes. The
    weights were fitted, as a conditional logit, on the dev half of the evaluation set
    (``scripts/fit_tempo.py``); the softmax of the scores is each candidate's ``weight``, and
    the chosen one's weight is the tempo's confidence.
@@ -46,6 +47,7 @@ FAMILY_PRIOR_OCTAVES = 1.0
 SPECTRUM_WINDOW_S = 8.0
 # Candidate tempi: these multiples of the family's tempo (step 2).
 RATIOS = (1 / 3, 1 / 2, 2 / 3, 1.0, 3 / 2, 2.0, 3.0)
+# The ratios that group the family's strongest pulse in threes (see W_TERNARY).
 TERNARY = (1 / 3, 2 / 3, 3 / 2, 3.0)
 # A candidate's periodicity is read at the strongest grid point within this relative distance.
 PEAK_TOLERANCE = 0.03
@@ -55,8 +57,9 @@ PEAK_TOLERANCE = 0.03
 EVIDENCE_FLOOR = 0.05
 # The log-linear model of step 2 (scripts/fit_tempo.py, conditional logit on the dev half):
 # score = W_PRIOR * l + W_PRIOR2 * l**2 + W_PERIODICITY * s + W_DENSITY * d + W_DENSITY2 * d**2
+#         + W_TERNARY * t
 # with l = log2(bpm / 120), s = log of the candidate's periodicity relative to the family's
-# best, d = log2(beat period / median inter-onset interval).
+# best, d = log2(beat period / median inter-onset interval), t = 1 for the TERNARY ratios.
 W_PRIOR = -2.5
 W_PRIOR2 = -3.93
 W_PERIODICITY = 1.95
