@@ -36,6 +36,13 @@ MIN_BARS = 4
 DEFAULT_BEATS_PER_BAR = 4
 # Half-width of the window an accent is read in around a beat, seconds.
 ACCENT_WINDOW_S = 0.05
+# Weights of the accent cues, chosen on the dev half of make eval's set (scripts/eval_meter.py):
+# the low band (kick, bass) marks downbeats more reliably than onset strength, which a snare
+# on beats 2 and 4 shares, and chords do not change on every bar of a melody.
+ONSET_WEIGHT = 1.0
+LEVEL_WEIGHT = 1.0
+LOW_BAND_WEIGHT = 2.0
+HARMONY_WEIGHT = 0.5
 # Mel bands centred below this carry the kick drum and bass: the low-band accent.
 LOW_BAND_HZ = 200.0
 
@@ -92,11 +99,11 @@ def beat_accents(
 ) -> np.ndarray:
     """How strongly each beat is marked: the evidence a downbeat shows.
 
-    The sum of four standardised cues: the onset strength at the beat, the frame level
-    (dB), the low-band log-mel level (kick drum and bass, from the MFCC) - each the largest
-    within ``ACCENT_WINDOW_S`` of the beat - and the harmonic change (1 - cosine similarity
-    of the mean chroma of the beat's interval and of the one before; chords change on
-    bars). The sum is scaled to unit standard deviation.
+    A weighted sum of four standardised cues: the onset strength at the beat, the frame
+    level (dB), the low-band log-mel level (kick drum and bass, from the MFCC) - each the
+    largest within ``ACCENT_WINDOW_S`` of the beat - and the harmonic change (1 - cosine
+    similarity of the mean chroma of the beat's interval and of the one before; chords
+    change on bars). Weights ``*_WEIGHT``; the sum is scaled to unit standard deviation.
 
     Parameters
     ----------
@@ -121,10 +128,11 @@ def beat_accents(
     radius = max(1, round(ACCENT_WINDOW_S / hop_s))
     mfcc = features.matrices["mfcc"]
     low = low_band_weights(n_mels, mfcc.shape[0], sr) @ mfcc[:, :n].astype(np.float64)
+    level = level_db(features.series["rms"])
     cues = [
-        _standardise(_window_max(onset, frames, radius), floor=0.05),
-        _standardise(_window_max(level_db(features.series["rms"]), frames, radius), floor=0.1),
-        _standardise(_window_max(low, frames, radius), floor=0.1),
+        ONSET_WEIGHT * _standardise(_window_max(onset, frames, radius), floor=0.05),
+        LEVEL_WEIGHT * _standardise(_window_max(level, frames, radius), floor=0.1),
+        LOW_BAND_WEIGHT * _standardise(_window_max(low, frames, radius), floor=0.1),
     ]
     chroma = features.matrices["chroma"].astype(np.float64)
     bounds = np.unique(frames)
@@ -134,7 +142,7 @@ def beat_accents(
         unit = sums / np.where(norms > 1e-9, norms, 1.0)
         change = np.zeros(n_beats)
         change[1:] = 1.0 - np.sum(unit[:, 1:] * unit[:, :-1], axis=0)
-        cues.append(_standardise(change, floor=1e-3))
+        cues.append(HARMONY_WEIGHT * _standardise(change, floor=1e-3))
     total = np.sum(cues, axis=0)
     return _standardise(total, floor=1e-9)
 
