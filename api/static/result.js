@@ -76,6 +76,8 @@ async function show(id, scroll = false) {
     if (selected !== id) return;
     const entry = jobs.get(id);
     if (entry && !entry.facts) setFacts(entry, result);
+    // Shown before drawing: the timeline measures its width.
+    $("result-body").hidden = false;
     startView(id, result);
     showSummary(result);
     setDownloads(id);
@@ -84,7 +86,7 @@ async function show(id, scroll = false) {
     showSpectrogram(id);
     reveal();
   } catch (error) {
-    $("waveform-note").textContent = `Could not load the result: ${error.message}`;
+    $("result-note").textContent = `Could not load the result: ${error.message}`;
   }
 }
 
@@ -98,7 +100,10 @@ function clearResult(note) {
   const canvas = $("waveform");
   canvas.getContext("2d").clearRect(0, 0, canvas.width, canvas.height);
   delete canvas.dataset.length;
-  $("waveform-note").textContent = note;
+  // Until a result is loaded only its title and this note show (no empty plots or charts).
+  $("result-body").hidden = true;
+  $("result-note").textContent = note;
+  $("waveform-note").textContent = "";
   $("spectrogram").hidden = true;
   $("spectrogram-note").textContent = "";
   const player = $("player");
