@@ -9,19 +9,19 @@ let view = null;
 
 // Units and methods, from docs/result.md, shown as tooltips.
 const TIPS = {
-  tempo: "Beats per minute. Method: autocorrelation of the whole onset envelope weighted by a log-normal prior around 120 BPM, folded by an octave into 70-180 BPM when that octave is at least half as periodic. Alternatives: other tempi with evidence, weight 0..1.",
-  key: "Tonic and mode. Method: the mean chroma correlated (Pearson) with the 24 Krumhansl-Kessler key profiles; confidence 0..1, below ~0.5 the key is doubtful. Alternatives: the next keys with their score.",
-  meter: "Beats per bar (2..7), confidence 0..1. Downbeats are drawn as dark lines, every other bar as a shaded band.",
+  tempo: "Beats per minute, the beat of the meter. Method: the onset envelope's autocorrelation times its Fourier tempogram gives the family of related tempi (under a log-normal prior around 120 BPM), then a model picks the metrical level. Alternatives: the other levels with their weight, the model's probability 0..1.",
+  key: "Tonic and mode. Method: the file's pitch-class profile (from spectral peaks) scored against major and minor key profiles (Albrecht-Shanahan, with and without overtones); confidence 0..1 combines the fit and the lead over the second key. Alternatives: the next keys with their score (-1..1).",
+  meter: "Beats per bar (2..7), from the accents of the beats (onset strength, level, low band, harmonic change); confidence 0..1: share of bars whose most accented beat is the downbeat, chance reading 0. Downbeats are dark lines, every other bar a shaded band.",
   loudness: "Integrated loudness in LUFS per ITU-R BS.1770-4 / EBU R 128 (K-weighted, 400 ms blocks, -70 LUFS absolute and -10 LU relative gates). Range in LU (EBU Tech 3342), peak in dBFS (sample peak).",
   duration: "Decoded duration (samples decoded / native rate), m:ss.",
   chroma: "Pitch-class content: mean over non-silent frames of the STFT chroma (librosa chroma_stft, each frame normalised to max 1), 0..1, C first; the strongest class is green.",
   mfcc: "Timbre: mel-frequency cepstral coefficients 1-19, mean over all frames (128 mel bands, log-mel in dB, DCT-II ortho), unitless. Coefficient 0 (overall level) is left out of the colours.",
-  scores: "Each 0..1; – when the method has no evidence for this file (docs/result.md says why).",
+  scores: "Each 0..1, or – when its method has no evidence for this file; hover a score for what it measures (docs/result.md has the formulas).",
   sections: "Sections: contiguous parts of the file; repeats share a letter. Hover one for its time, tempo, key and loudness.",
   keySegments: "Key over time: one segment per stretch in one key, with its confidence 0..1.",
-  tempoConfidence: "0..1: normalised autocorrelation of the onset envelope at the beat period (how periodic the onsets are).",
+  tempoConfidence: "0..1: the model's probability that the tempo is the beat rather than its half, double, third … (also the first alternative's weight).",
   beats: "Beat count: librosa's dynamic-programming beat tracker run at the global tempo.",
-  keyConfidence: "0..1: Pearson correlation of the mean chroma with the winning key profile, clipped at 0.",
+  keyConfidence: "0..1: the key's fit times its lead over the second-best key, calibrated on the evaluation set (docs/accuracy.md).",
   loudnessRange: "LU, EBU Tech 3342: spread between the 10th and 95th percentiles of 3 s short-term loudness, gated.",
   peak: "dBFS: sample peak over all channels at the native rate (not an oversampled true peak); floor -120.",
   clipping: "0..1: fraction of samples at or above 0.999 of full scale (on the rails).",
@@ -34,6 +34,17 @@ const TIPS = {
   onsets: "Onsets per second: librosa onset_detect on the onset envelope.",
   silence: "0..1: fraction of frames whose RMS is below -60 dBFS.",
   tuning: "Semitones from A440, estimated once from the first ~12 s with sound (librosa estimate_tuning's method).",
+};
+
+// What each score measures (docs/result.md, "scores").
+const SCORE_TIPS = {
+  energy: "Intensity and activity: loudness, spectral flux and brightness.",
+  danceability: "How strong and steady a beat at a dance tempo is: rhythm regularity (detrended fluctuation analysis of the level) and pulse.",
+  valence: "A heuristic for a positive against a sombre character: mode, tempo and brightness.",
+  acousticness: "Acoustic rather than electronic or processed sound: crest factor, loudness range and a dark spectrum, less for clipping.",
+  instrumentalness: "No voice: given only when speech is found (1 - speechiness); singing is not detected.",
+  speechiness: "Spoken words: unstable chroma and fast-moving formants (MFCC change).",
+  liveness: "An audience: seconds of applause-like broadband noise without a pulse, 10 s reading 1.",
 };
 
 function tip(element, name) {
@@ -231,6 +242,7 @@ function showScores(scores) {
     row.className = "score";
     const label = document.createElement("span");
     label.textContent = name;
+    if (SCORE_TIPS[name]) row.title = SCORE_TIPS[name];
     const meter = document.createElement("meter");
     meter.min = 0;
     meter.max = 1;
@@ -240,7 +252,7 @@ function showScores(scores) {
       number.textContent = fmt(value, 2);
     } else {
       number.textContent = "–";
-      row.title = `${name}: no evidence for this file`;
+      row.title = `${SCORE_TIPS[name] || name} No evidence for this file.`;
     }
     row.append(label, meter, number);
     box.append(row);
