@@ -100,13 +100,12 @@ def start_dev(root: Path, data_dir: Path, numba_cache: Path, name: str) -> Dev:
 
     def ready() -> bool:
         service.assert_alive()
+        # /readyz answers 200 once every queue has a warm worker, and each queue has one pool:
+        # every pool has forked its processes by then, whatever pools dev starts.
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code != 200:
-                return False
+            return httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200
         except httpx.TransportError:
             return False
-        # One "ready." line per worker child: every pool process has been forked by then.
-        return service.log().count(" ready.") >= len(Queue)
 
     wait_for(ready, what=f"`earshot dev` ({name}) to serve with every worker ready")
     return Dev(service, port, data_dir)
