@@ -1,9 +1,9 @@
 """``pip install earshot`` from a built wheel: a user's install, run from outside the checkout.
 
-The wheel is built from this tree (``python -m build``, as ``make dist`` does) and installed
-into a fresh virtual environment, then used from a folder that is not the checkout: the
-commands, the web page's static files, the vendored API docs and the job store's migrations
-must all come from the installed package. To stay lean the new environment borrows the
+The wheel is built from a copy of this tree (``python -m build``, as ``make dist`` does) and
+installed into a fresh virtual environment, then used from a folder that is not the checkout:
+the commands, the web page's static files, the vendored API docs and the job store's
+migrations must all come from the installed package. To stay lean the new environment borrows the
 dependencies (librosa, FastAPI, ...) from this one through a path file instead of downloading
 them, and the wheel itself is installed with ``--no-deps``; a path entry runs no ``.pth``
 hooks, so this checkout's editable install stays out of the way.
@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -49,10 +50,25 @@ print(json.dumps({"homes": homes, "served": served}))
 
 
 def test_the_wheel_installs_and_runs_outside_the_checkout(tmp_path: Path) -> None:
+    # Built from a copy of the files git sees (tracked or new, not ignored), as a release is
+    # built from a clean checkout: setuptools' build/ folder in the checkout may still hold a
+    # module deleted since, which would end up in the wheel and hide a missing file.
+    source = tmp_path / "source"
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split("\0")
+    for name in listed:
+        if name and (REPO / name).is_file():
+            (source / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, source / name)
     dist = tmp_path / "dist"
     subprocess.run(
         [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(dist)],
-        cwd=REPO,
+        cwd=source,
         check=True,
         capture_output=True,
         timeout=300,
