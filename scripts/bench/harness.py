@@ -150,7 +150,8 @@ def group_cpu_s(pgid: int) -> float:
 class Child:
     """``python -m earshot ARGS`` in its own session and process group, logging to a file.
 
-    ``cwd`` defaults to the first PYTHONPATH entry of ``env`` (see `code_root`).
+    ``cwd`` defaults to the first PYTHONPATH entry of ``env`` (see `code_root`). ``program``
+    replaces ``python -m earshot`` (the benchmarks' reference pipeline is a script of its own).
     """
 
     def __init__(
@@ -160,13 +161,14 @@ class Child:
         env: dict[str, str],
         log_path: Path,
         cwd: Path | None = None,
+        program: list[str] | None = None,
     ) -> None:
         self.args = list(args)
         self.log_path = log_path
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.started = time.perf_counter()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "earshot", *self.args],
+            [*(program or [sys.executable, "-m", "earshot"]), *self.args],
             cwd=cwd or code_root(env),
             env=env,
             stdout=self._log,
