@@ -161,12 +161,40 @@ def periodicity(
     window = min(env.size, round(SPECTRUM_WINDOW_S * frame_rate))
     # Zero-padded so that bins are at most 2 % of the slowest tempo apart.
     nfft = max(window, 1 << int(np.ceil(np.log2(frame_rate * 60.0 / (0.02 * MIN_BPM)))))
-    freqs, power = scipy.signal.welch(
-        env, fs=frame_rate, window="hann", nperseg=window, noverlap=window * 3 // 4, nfft=nfft
-    )
+    freqs, power = welch_power(env, frame_rate, window=window, nfft=nfft)
     spectrum = np.interp(GRID_BPM / 60.0, freqs, np.sqrt(power))
     top = float(np.max(spectrum))
     return ac, acf, spectrum / top if top > 0 else spectrum
+
+
+def welch_power(
+    env: np.ndarray, fs: float, *, window: int, nfft: int, block: int = 64
+) -> tuple[np.ndarray, np.ndarray]:
+    """Welch's power spectrum of ``env``, up to a constant factor, ``block`` segments at a time.
+
+    The same segments as ``scipy.signal.welch(env, fs, "hann", nperseg=window,
+    noverlap=3 * window // 4, nfft=nfft)`` (each detrended by its mean, averaged), but without
+    scipy's (segments x nfft) arrays: for an hour's envelope those are ~1800 x 8192 complex
+    values, a few hundred MB at once, where the worker's whole budget is 400 MB.
+
+    Returns
+    -------
+    freqs : np.ndarray
+        Bin frequencies, Hz.
+    power : np.ndarray
+        Mean power per bin, proportional to scipy's density (no one-sided doubling, no
+        window-power scaling: the tempo spectrum is normalised to its maximum anyway).
+    """
+    step = window - window * 3 // 4
+    segments = np.lib.stride_tricks.sliding_window_view(env, window)[::step]
+    taper = scipy.signal.get_window("hann", window)
+    total = np.zeros(nfft // 2 + 1)
+    for b0 in range(0, segments.shape[0], block):
+        seg = segments[b0 : b0 + block]
+        seg = (seg - seg.mean(axis=1, keepdims=True)) * taper
+        spectrum = np.fft.rfft(seg, n=nfft, axis=1)
+        total += (spectrum.real**2 + spectrum.imag**2).sum(axis=0)
+    return np.fft.rfftfreq(nfft, 1.0 / fs), total / max(segments.shape[0], 1)
 
 
 def tempo_candidates(

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import scipy.signal
 
 from analysis.features import spectral_features
 from analysis.profiles import get_profile
-from analysis.rhythm import Rhythm, estimate_tempo, rhythm
+from analysis.rhythm import Rhythm, estimate_tempo, rhythm, welch_power
 
 SR = 22050
 
@@ -120,3 +121,16 @@ def test_no_pulse_no_candidates() -> None:
     rhy = analyse(tone)
     assert (rhy.bpm, rhy.confidence, rhy.candidates) == (0.0, 0.0, ())
     assert rhy.beats_s.size == 0
+
+
+def test_blockwise_welch_is_scipys_welch_up_to_a_constant(rng: np.random.Generator) -> None:
+    env = rng.random(5000) + np.sin(np.arange(5000) / 7.0)
+    freqs, ours = welch_power(env, 43.07, window=344, nfft=8192, block=7)
+    ref_freqs, ref = scipy.signal.welch(
+        env, fs=43.07, window="hann", nperseg=344, noverlap=344 * 3 // 4, nfft=8192
+    )
+    np.testing.assert_allclose(freqs, ref_freqs)
+    # scipy doubles the one-sided interior bins and scales by the window's power.
+    inner = slice(1, -1)
+    ratio = ref[inner] / ours[inner]
+    np.testing.assert_allclose(ratio, ratio[0], rtol=1e-6)
