@@ -56,6 +56,7 @@ format: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python scripts/bench.py $(BENCH_ARGS)
 	$(BIN)/python scripts/bench_service.py $(BENCH_ARGS)
+	$(BIN)/python scripts/bench_pipelines.py $(BENCH_ARGS)
 	$(BIN)/python scripts/bench_chunks.py $(BENCH_ARGS)
 
 # Key and tempo accuracy on .eval/ (built on first use by scripts/make_eval_set.py), side by side
