@@ -78,7 +78,12 @@ def describe(
     Analysis
     """
     params = get_profile(profile)
-    rhy = rhythm(features.series["onset_strength"], params.sr, hop_length=params.hop_length)
+    rhy = rhythm(
+        features.series["onset_strength"],
+        params.sr,
+        hop_length=params.hop_length,
+        bands=features.matrices.get("onset_bands"),
+    )
     if progress is not None:
         progress("rhythm", 0.95)
     shape = structure(

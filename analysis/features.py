@@ -28,7 +28,13 @@ from analysis.tonal import estimate_tuning, frame_pitch_classes
 
 # Per-frame vectors kept whole (``Features.matrices``): name -> rows.
 # "pcp" is the key's pitch-class profile of spectral peaks (analysis.tonal.frame_pitch_classes).
-MATRICES = {"chroma": 12, "mfcc": 20, "pcp": 12}
+# "onset_bands" is the onset strength of the mel bands below and above ONSET_SPLIT_HZ (rows 0
+# and 1), for the tempo's bass-against-treble evidence (analysis.rhythm); unlike the
+# "onset_strength" series it is not delayed by n_fft // (2 * hop) frames.
+MATRICES = {"chroma": 12, "mfcc": 20, "pcp": 12, "onset_bands": 2}
+# Bass drum and bass notes against snare, hats and chords: the mel bands centred below this
+# are the low band of "onset_bands".
+ONSET_SPLIT_HZ = 200.0
 # Frames per STFT chunk: ~47 s at hop 512 and 22050 Hz. Spectral contrast's dB floor is
 # relative to the chunk's loudest frame, as if spectral_contrast were called per chunk.
 CHUNK_FRAMES = 2048
@@ -152,6 +158,7 @@ class FeatureExtractor:
         self._window = bases.window
         self._mel_floor_db = bases.mel_floor_db
         self._mel_T = bases.mel_T
+        self._low_mels = bases.low_mels
         self._contrast_bands = bases.contrast_bands
         self._dct = bases.dct
         self._windowed = np.empty((BLOCK_FRAMES, n_fft))
@@ -329,7 +336,12 @@ class FeatureExtractor:
         # carried across chunk boundaries.
         previous = mel_db[:1] if self._prev_mel_db is None else self._prev_mel_db
         diff = np.diff(np.concatenate([previous, mel_db], axis=0), axis=0)
-        self._parts["onset_strength"].append(np.maximum(diff, 0.0).mean(axis=1))
+        rise = np.maximum(diff, 0.0)
+        self._parts["onset_strength"].append(rise.mean(axis=1))
+        low = self._low_mels
+        self._rows["onset_bands"].append(
+            np.stack([rise[:, :low].mean(axis=1), rise[:, low:].mean(axis=1)], axis=1)
+        )
         self._prev_mel_db = mel_db[-1:]
 
         if self._chroma_T is not None:
@@ -359,6 +371,7 @@ class _Bases:
     window: np.ndarray
     mel_floor_db: float
     mel_T: scipy.sparse.csr_array
+    low_mels: int
     contrast_bands: list[tuple[int, int, int]]
     dct: np.ndarray
 
@@ -378,6 +391,15 @@ def _bases(sr: int, n_fft: int, n_mels: int, n_mfcc: int) -> _Bases:
         # A mel filter covers a few adjacent bins: ~2 nonzeros per bin instead of n_mels, so
         # the sparse product is ~60x fewer multiply-adds than the dense one.
         mel_T=scipy.sparse.csr_array(mel_basis.T.astype(np.float32)),
+        # Mel bands are in increasing frequency: the low band is the first low_mels of them
+        # (at least one, and one above, however coarse the mel scale).
+        low_mels=int(
+            np.clip(
+                np.sum(librosa.mel_frequencies(n_mels + 2, fmax=sr / 2)[1:-1] < ONSET_SPLIT_HZ),
+                1,
+                n_mels - 1,
+            )
+        ),
         contrast_bands=contrast_bands(freqs, sr),
         # The first n_mfcc rows of the orthonormal DCT-II as an (n_mels, n_mfcc) matrix: one
         # small product instead of a full-length scipy.fft.dct per block (~15x faster).

@@ -11,11 +11,14 @@ The tempo is decided in two steps, because the two ways tempo estimates fail are
    member of the right family on every piece of the evaluation set (docs/accuracy.md).
 2. **Which metrical level** of that family is the beat: the tempo, its half, third, double,
    triple, and the 2:3 relatives (a 6/8 piece's dotted quarter against its quarter note). Each
-   candidate is scored by a small log-linear model of three pieces of evidence: its
+   candidate is scored by a small log-linear model of four pieces of evidence: its
    periodicity (the product above), how far it is from the tempi music is usually felt at
-   (a log-tempo prior), and how many onsets fall in one of its beats (a beat holds one to a
-   few notes; Percival & Tzanetakis 2014 decide the octave from such features too), plus a
-   fixed preference for grouping the strongest pulse in twos rather than threes. The
+   (a log-tempo prior), how many onsets fall in one of its beats (a beat holds one to a
+   few notes; Percival & Tzanetakis 2014 decide the octave from such features too), and
+   how well bass onsets and treble onsets answer each other one beat apart (the bass drum
+   on one beat, the snare on the next; a bass note, then the chord: Goto & Muraoka 1995
+   find the beat of drum music so), plus a fixed preference for grouping the strongest
+   pulse in twos rather than threes. The
    weights were fitted, as a conditional logit, on the dev half of the evaluation set
    (``scripts/fit_tempo.py``); the softmax of the scores is each candidate's ``weight``, and
    the chosen one's weight is the tempo's confidence.
@@ -57,14 +60,18 @@ PEAK_TOLERANCE = 0.03
 EVIDENCE_FLOOR = 0.05
 # The log-linear model of step 2 (scripts/fit_tempo.py, conditional logit on the dev half):
 # score = W_PRIOR * l + W_PRIOR2 * l**2 + W_PERIODICITY * s + W_DENSITY * d + W_DENSITY2 * d**2
-#         + W_TERNARY * t
+#         + W_BACKBEAT * b + W_TERNARY * t
 # with l = log2(bpm / 120), s = log of the candidate's periodicity relative to the family's
-# best, d = log2(beat period / median inter-onset interval), t = 1 for the TERNARY ratios.
-W_PRIOR = -2.5
-W_PRIOR2 = -3.93
-W_PERIODICITY = 1.95
-W_DENSITY = 2.5
-W_DENSITY2 = -1.19
+# best, d = log2(beat period / median inter-onset interval), b = the correlation of the low
+# and high band onset envelopes one beat apart (``backbeat``), t = 1 for the TERNARY ratios.
+# Within one piece d is l shifted, so W_PRIOR and W_DENSITY only matter through their
+# difference and W_DENSITY2: the median inter-onset interval moves the prior's centre.
+W_PRIOR = -2.09
+W_PRIOR2 = -3.96
+W_PERIODICITY = 1.66
+W_DENSITY = 2.09
+W_DENSITY2 = -0.99
+W_BACKBEAT = 3.56
 # Not fitted: a prior. Unaccented isochronous pulses are heard in groups of two (Bolton 1894;
 # Povel 1981), so a level three times (or 2:3 from) the strongest pulse needs evidence that
 # a level twice from it does not; without it (a click track at 240 BPM: every third and
@@ -106,6 +113,7 @@ class Candidate:
     periodicity: float
     density: float
     ternary: bool
+    backbeat: float = 0.0
 
     def score(self) -> float:
         """The model's log-odds (up to a constant shared by a file's candidates)."""
@@ -115,6 +123,7 @@ class Candidate:
             + W_PERIODICITY * self.periodicity
             + W_DENSITY * self.density
             + W_DENSITY2 * self.density**2
+            + W_BACKBEAT * self.backbeat
             + W_TERNARY * self.ternary
         )
 
@@ -197,8 +206,49 @@ def welch_power(
     return np.fft.rfftfreq(nfft, 1.0 / fs), total / max(segments.shape[0], 1)
 
 
+def backbeat(bands: np.ndarray, period: float) -> float:
+    """How well bass and treble onsets answer each other one beat apart.
+
+    The mean of two correlation coefficients: the low band's onset envelope against the high
+    band's ``period`` frames later, and the high band's against the low band's ``period``
+    frames later (the lag interpolated linearly between frames). A groove's bass drum and
+    snare alternate at its beat, so it is high there and low at the half and double of the
+    beat, where they alternate every half beat or every two beats.
+
+    Parameters
+    ----------
+    bands : np.ndarray [shape=(2, n)]
+        Onset envelopes of the low and the high band (``features.MATRICES["onset_bands"]``).
+    period : float
+        The beat, frames.
+
+    Returns
+    -------
+    float
+        -1..1; 0 when either band is constant or the envelope is shorter than the lag.
+    """
+    low, high = bands[0].astype(np.float64), bands[1].astype(np.float64)
+    n = low.size - int(np.ceil(period))
+    if n < 2:
+        return 0.0
+    frames = np.arange(n) + period
+    later_low = np.interp(frames, np.arange(low.size), low)
+    later_high = np.interp(frames, np.arange(high.size), high)
+    return 0.5 * (_correlation(low[:n], later_high) + _correlation(high[:n], later_low))
+
+
+def _correlation(x: np.ndarray, y: np.ndarray) -> float:
+    x = x - x.mean()
+    y = y - y.mean()
+    norm = float(np.sqrt(np.dot(x, x) * np.dot(y, y)))
+    return float(np.dot(x, y)) / norm if norm > 0 else 0.0
+
+
 def tempo_candidates(
-    onset_env: np.ndarray, frame_rate: float, onsets_s: np.ndarray
+    onset_env: np.ndarray,
+    frame_rate: float,
+    onsets_s: np.ndarray,
+    bands: np.ndarray | None = None,
 ) -> list[Candidate]:
     """The metrical levels the beat may be at, with the evidence the model scores.
 
@@ -210,6 +260,9 @@ def tempo_candidates(
         Envelope frames per second.
     onsets_s : np.ndarray
         Onset times in seconds (``librosa.onset.onset_detect`` on the same envelope).
+    bands : np.ndarray [shape=(2, n)] or None
+        Low and high band onset envelopes of the same frames (``backbeat``); without them
+        every candidate's ``backbeat`` is 0 and the other evidence decides.
 
     Returns
     -------
@@ -253,6 +306,7 @@ def tempo_candidates(
                 periodicity=float(np.log(evidence[i] / best)),
                 density=density,
                 ternary=ratio in TERNARY,
+                backbeat=backbeat(bands, frame_rate * 60.0 / bpm) if bands is not None else 0.0,
             )
         )
     return out
@@ -310,7 +364,11 @@ def choose_tempo(
 
 
 def estimate_tempo(
-    onset_env: np.ndarray, sr: int, hop_length: int, onsets_s: np.ndarray | None = None
+    onset_env: np.ndarray,
+    sr: int,
+    hop_length: int,
+    onsets_s: np.ndarray | None = None,
+    bands: np.ndarray | None = None,
 ) -> tuple[float, float]:
     """Global tempo and its confidence (see the module docstring for the method).
 
@@ -324,6 +382,8 @@ def estimate_tempo(
         Samples per envelope frame.
     onsets_s : np.ndarray or None
         Onset times in seconds, detected on ``onset_env`` when not given.
+    bands : np.ndarray [shape=(2, n)] or None
+        Low and high band onset envelopes (see ``tempo_candidates``).
 
     Returns
     -------
@@ -333,16 +393,20 @@ def estimate_tempo(
         The model's probability (0..1) that ``bpm`` is the beat and not another metrical
         level.
     """
-    bpm, confidence, _ = _tempo(onset_env, sr, hop_length, onsets_s)
+    bpm, confidence, _ = _tempo(onset_env, sr, hop_length, onsets_s, bands)
     return bpm, confidence
 
 
 def _tempo(
-    onset_env: np.ndarray, sr: int, hop_length: int, onsets_s: np.ndarray | None
+    onset_env: np.ndarray,
+    sr: int,
+    hop_length: int,
+    onsets_s: np.ndarray | None,
+    bands: np.ndarray | None = None,
 ) -> tuple[float, float, Candidates]:
     if onsets_s is None:
         onsets_s = _onsets(onset_env, sr, hop_length)
-    return choose_tempo(tempo_candidates(onset_env, sr / hop_length, onsets_s))
+    return choose_tempo(tempo_candidates(onset_env, sr / hop_length, onsets_s, bands))
 
 
 def _onsets(onset_env: np.ndarray, sr: int, hop_length: int) -> np.ndarray:
@@ -354,7 +418,9 @@ def _onsets(onset_env: np.ndarray, sr: int, hop_length: int) -> np.ndarray:
     return np.asarray(onsets, dtype=np.float64)
 
 
-def rhythm(onset_env: np.ndarray, sr: int, *, hop_length: int) -> Rhythm:
+def rhythm(
+    onset_env: np.ndarray, sr: int, *, hop_length: int, bands: np.ndarray | None = None
+) -> Rhythm:
     """Tempo, its alternatives, beats and onsets of an onset envelope.
 
     Parameters
@@ -365,13 +431,16 @@ def rhythm(onset_env: np.ndarray, sr: int, *, hop_length: int) -> Rhythm:
         Sample rate of the analysed signal.
     hop_length : int
         Samples per envelope frame.
+    bands : np.ndarray [shape=(2, n)] or None
+        Low and high band onset envelopes of the same frames (``features.MATRICES``'
+        ``onset_bands``), the tempo's bass-against-treble evidence; left out when None.
 
     Returns
     -------
     Rhythm
     """
     onsets = _onsets(onset_env, sr, hop_length)
-    bpm, confidence, candidates = _tempo(onset_env, sr, hop_length, onsets)
+    bpm, confidence, candidates = _tempo(onset_env, sr, hop_length, onsets, bands)
     empty = np.zeros(0)
     if bpm <= 0:
         return Rhythm(0.0, 0.0, empty, empty)

@@ -1,11 +1,11 @@
 """Fit the weights of the tempo model (analysis/rhythm.py, step 2) on the dev half of the eval set.
 
 For every dev piece of ``.eval/manifest.csv`` (scripts/make_eval_set.py) and both profiles, the
-onset envelope is computed as ``analyze_file`` computes it, the candidates as
-``analysis.rhythm.tempo_candidates`` makes them, and a conditional logit (the softmax over one
-piece's candidates of a linear score) is fitted by maximum likelihood, with a small L2 penalty,
-to say which candidate is the annotated beat (within ±4 %); ``W_TERNARY`` is a fixed prior,
-not fitted (see analysis/rhythm.py). Prints the weights to paste into
+onset envelope and its low and high bands are computed as ``analyze_file`` computes them, the
+candidates as ``analysis.rhythm.tempo_candidates`` makes them, and a conditional logit (the
+softmax over one piece's candidates of a linear score) is fitted by maximum likelihood, with a
+small L2 penalty, to say which candidate is the annotated beat (within ±4 %); ``W_TERNARY`` is
+a fixed prior, not fitted (see analysis/rhythm.py). Prints the weights to paste into
 analysis/rhythm.py and the Acc1 of the choice on the dev and test halves. The test half is
 never used for fitting. Envelopes are cached in ``.eval/onset-envelopes.npz``.
 
@@ -35,10 +35,11 @@ from analysis.profiles import PROFILES, get_profile  # noqa: E402
 from analysis.rhythm import W_TERNARY, _onsets, tempo_candidates  # noqa: E402
 
 CACHE = EVAL / "onset-envelopes.npz"
-NAMES = ("W_PRIOR", "W_PRIOR2", "W_PERIODICITY", "W_DENSITY", "W_DENSITY2")
+NAMES = ("W_PRIOR", "W_PRIOR2", "W_PERIODICITY", "W_DENSITY", "W_DENSITY2", "W_BACKBEAT")
 
 
-def envelope(path: Path, profile: str) -> np.ndarray:
+def envelope(path: Path, profile: str) -> tuple[np.ndarray, np.ndarray]:
+    """The onset envelope and its low and high bands (``analysis.features``)."""
     params = get_profile(profile)
     extractor = FeatureExtractor(
         params.sr, n_fft=params.n_fft, hop_length=params.hop_length, n_mels=params.n_mels
@@ -48,15 +49,17 @@ def envelope(path: Path, profile: str) -> np.ndarray:
         for block in source.blocks():
             extractor.push(resample(downmix(block)))
         extractor.push(resample(None))
-    return extractor.finish().series["onset_strength"]
+    features = extractor.finish()
+    return features.series["onset_strength"], features.matrices["onset_bands"]
 
 
 def envelopes(pieces: list[dict[str, str]]) -> dict[str, np.ndarray]:
+    """``{profile}:{file}``: the onset envelope; ``bands:{profile}:{file}``: its bands."""
     cached = dict(np.load(CACHE)) if CACHE.exists() else {}
     missing = [(p["file"], prof) for p in pieces for prof in PROFILES]
-    missing = [(f, prof) for f, prof in missing if f"{prof}:{f}" not in cached]
+    missing = [(f, prof) for f, prof in missing if f"bands:{prof}:{f}" not in cached]
     for n, (file, prof) in enumerate(missing, start=1):
-        cached[f"{prof}:{file}"] = envelope(EVAL / file, prof)
+        cached[f"{prof}:{file}"], cached[f"bands:{prof}:{file}"] = envelope(EVAL / file, prof)
         if n % 50 == 0:
             print(f"  {n}/{len(missing)} envelopes", file=sys.stderr)
     if missing:
@@ -73,7 +76,8 @@ def design(pieces, envs) -> tuple[list[np.ndarray], list[np.ndarray]]:
             params = get_profile(prof)
             env = envs[f"{prof}:{p['file']}"]
             onsets = _onsets(env, params.sr, params.hop_length)
-            cands = tempo_candidates(env, params.sr / params.hop_length, onsets)
+            bands = envs[f"bands:{prof}:{p['file']}"]
+            cands = tempo_candidates(env, params.sr / params.hop_length, onsets, bands)
             xs.append(
                 np.array(
                     [
@@ -83,6 +87,7 @@ def design(pieces, envs) -> tuple[list[np.ndarray], list[np.ndarray]]:
                             c.periodicity,
                             c.density,
                             c.density**2,
+                            c.backbeat,
                             float(c.ternary),
                         ]
                         for c in cands
