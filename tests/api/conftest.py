@@ -14,7 +14,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from core.names import FRAMES_CSV, FRAMES_NPZ, RESULT_JSON, result_prefix
+from core import workers
+from core.names import FRAMES_CSV, FRAMES_NPZ, RESULT_JSON, Queue, result_prefix
 from core.runtime import Runtime
 from core.settings import Settings
 
@@ -51,6 +52,13 @@ def make_client(tmp_path: Path) -> Iterator[Callable[..., TestClient]]:
 @pytest.fixture
 def client(make_client: Callable[..., TestClient]) -> TestClient:
     return make_client()
+
+
+def announce_warm_workers(settings: Settings) -> None:
+    """Record a warm pool on every queue, as each pool of `earshot dev` does once it consumes
+    (core/workers.py): these app-only tests run no worker, and /readyz waits for one."""
+    for queue in Queue:
+        workers.announce(settings, f"{queue.value}.1@tests", [queue.value])
 
 
 def runtime_of(client: TestClient) -> Runtime:

@@ -26,7 +26,14 @@ from api.auth import matches, owner_of
 from core.jobs import ANONYMOUS
 from core.settings import Settings
 from earshot.service_cmd import open_bind_allowed
-from tests.api.conftest import finish, runtime_of, stored_uploads, upload, wav_bytes
+from tests.api.conftest import (
+    announce_warm_workers,
+    finish,
+    runtime_of,
+    stored_uploads,
+    upload,
+    wav_bytes,
+)
 
 PROBLEM = "application/problem+json"
 ALPHA, BETA = "alpha-key-0123456789", "beta-key-9876543210"
@@ -67,6 +74,7 @@ def test_every_route_but_health_needs_a_key(keyed: TestClient) -> None:
         assert_problem(r, 401, "unauthorized")
         assert r.headers["www-authenticate"] == "Bearer", (method, path)
     assert keyed.get("/healthz").status_code == 200
+    announce_warm_workers(runtime_of(keyed).settings)
     assert keyed.get("/readyz").status_code == 200
 
 

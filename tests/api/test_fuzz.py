@@ -33,7 +33,7 @@ from schemathesis.config import SchemathesisConfig
 from api.app import create_app
 from core.settings import Settings
 from tasks.analyze import run_analysis
-from tests.api.conftest import wav_bytes
+from tests.api.conftest import announce_warm_workers, wav_bytes
 
 MAX_EXAMPLES = 25
 # 15 scenarios reached every job operation alone, but twice in full loaded runs one link
@@ -60,6 +60,7 @@ schema = schemathesis.openapi.from_asgi(
 @pytest.fixture(scope="module", autouse=True)
 def running_app() -> Iterator[None]:
     with TestClient(APP) as client:
+        announce_warm_workers(APP.state.runtime.settings)
         # One finished job, so result and cancel paths have something real to find.
         r = client.post(
             "/v1/analyses",

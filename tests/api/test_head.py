@@ -25,7 +25,7 @@ from analysis import analyze_file
 from api.app import create_app
 from core.names import SPECTROGRAM_PNG, WAVEFORM_JSON, result_prefix
 from core.settings import Settings
-from tests.api.conftest import finish, wav_bytes
+from tests.api.conftest import announce_warm_workers, finish, wav_bytes
 
 SAMPLES = Path(__file__).resolve().parents[2] / "samples"
 KEY = "head-key-0123456789"
@@ -89,6 +89,7 @@ class Served:
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     app = create_app(Settings(data_dir=tmp_path_factory.mktemp("head") / "var", api_keys=KEY))
     runtime = app.state.runtime
+    announce_warm_workers(runtime.settings)
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", ws="none")
     )
