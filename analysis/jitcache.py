@@ -32,7 +32,7 @@ def cache_librosa_kernels() -> None:
     memoize_gufunc_layouts()
     for name in _UNCACHED_GUFUNCS:
         current = vars(librosa.beat).get(name)
-        if not isinstance(current, GUFunc) or getattr(current, "_earshot_cached", False):
+        if not isinstance(current, GUFunc) or getattr(current, "earshot_cached", False):
             continue
         builder: Any = getattr(current, "gufunc_builder", None)
         if builder is None:
@@ -42,7 +42,7 @@ def cache_librosa_kernels() -> None:
         cached = numba.guvectorize(current.signature, cache=True, **builder.targetoptions)(
             builder.py_func
         )
-        cached._earshot_cached = True
+        cached.earshot_cached = True
         setattr(librosa.beat, name, cached)
 
 
@@ -57,7 +57,7 @@ def memoize_gufunc_layouts() -> None:
     """
     # numba's stubs do not declare the module's imported names.
     module: Any = gufunc_module
-    if getattr(module.parse_signature, "_earshot_memo", False):
+    if getattr(module.parse_signature, "earshot_memo", False):
         return
     parse = module.parse_signature
 
@@ -65,5 +65,5 @@ def memoize_gufunc_layouts() -> None:
     def parse_once(signature: str) -> tuple[tuple[tuple[str, ...], ...], ...]:
         return tuple(tuple(tuple(dims) for dims in side) for side in parse(signature))
 
-    parse_once._earshot_memo = True  # type: ignore[attr-defined]
+    parse_once.earshot_memo = True  # type: ignore[attr-defined]
     module.parse_signature = parse_once

@@ -9,6 +9,10 @@ it differs from Spotify's.
 
 A document made by an older analyzer may lack the structure and score fields; the views then
 say so with ``null`` or an empty list rather than a made-up value.
+
+Over 500 lines on purpose: the views' TypedDicts, from which the OpenAPI document's schemas
+and descriptions are generated, sit beside the code that fills them field by field, so a field
+and its documented meaning change in one place.
 """
 
 from __future__ import annotations
