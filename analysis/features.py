@@ -5,6 +5,9 @@ hour's signal itself (320 MB at 22050 Hz) fits the worker's memory budget, so sa
 pushed in as they are decoded and the STFT is computed in chunks of frames; each feature is
 taken from the chunk's spectrogram and only compact per-frame series and running sums are
 kept. Frames are exactly the frames ``librosa.stft(center=True)`` makes of the whole signal.
+
+About 500 lines: every reduction of a block's spectrum is made while the block is in cache, so
+they live in the one class that owns the block buffers (``FeatureExtractor``).
 """
 
 from __future__ import annotations
