@@ -78,9 +78,7 @@ def analyze_file(
         profile=profile,
         features=features,
         loudness=loudness,
-        progress=lambda stage, fraction: report(
-            _AFTER_DESCRIBE_STAGE.get(stage, stage), fraction
-        ),
+        progress=lambda stage, fraction: report(_AFTER_DESCRIBE_STAGE.get(stage, stage), fraction),
     )
     report("done", 1.0)
     return analysis
