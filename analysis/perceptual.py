@@ -83,6 +83,8 @@ CROWD_RUN_S = 1.0
 CROWD_FULL_S = 10.0
 
 SCORE_NAMES = tuple(SCORE_METHODS)
+# Frames per block where a per-frame measure is taken over the matrices (bounds memory).
+_BLOCK_FRAMES = 8192
 
 
 def perceptual_scores(
@@ -280,22 +282,34 @@ def _chroma_stability(chroma: np.ndarray, lag: int) -> np.ndarray:
     stable pitch classes (near 0). Silent frames (all-zero chroma) read 0. Element ``i``
     pairs frames ``i`` and ``i + lag``; empty when the file has no such pair.
     """
-    c = chroma.astype(np.float64)
-    if c.shape[1] <= lag:
+    n = chroma.shape[1]
+    if n <= lag:
         return np.zeros(0)
-    c = c - c.mean(axis=0, keepdims=True)
-    a, b = c[:, :-lag], c[:, lag:]
-    norm = np.sqrt(np.einsum("ij,ij->j", a, a) * np.einsum("ij,ij->j", b, b))
-    dot = np.einsum("ij,ij->j", a, b)
-    return np.divide(dot, norm, out=np.zeros_like(dot), where=norm > 1e-12)
+    out = np.empty(n - lag)
+    # In blocks of frames: float64 copies of an hour's whole chroma would add ~45 MB to the
+    # worker's peak. Each block holds its pairs' second frames too (``lag`` more columns).
+    for i0 in range(0, n - lag, _BLOCK_FRAMES):
+        i1 = min(i0 + _BLOCK_FRAMES, n - lag)
+        c = chroma[:, i0 : i1 + lag].astype(np.float64)
+        c -= c.mean(axis=0, keepdims=True)
+        a, b = c[:, : i1 - i0], c[:, lag:]
+        norm = np.sqrt(np.einsum("ij,ij->j", a, a) * np.einsum("ij,ij->j", b, b))
+        dot = np.einsum("ij,ij->j", a, b)
+        np.divide(dot, norm, out=out[i0:i1], where=norm > 1e-12)
+        out[i0:i1][norm <= 1e-12] = 0.0
+    return out
 
 
 def _mfcc_change(mfcc: np.ndarray, sound: np.ndarray, lag: int) -> float:
     """Median over sounding frames of the mean |MFCC 1..12 change| over ``lag`` frames."""
-    m = mfcc[1:13].astype(np.float64)
-    if m.shape[1] <= lag:
+    n = mfcc.shape[1]
+    if n <= lag:
         return 0.0
-    change = np.abs(m[:, lag:] - m[:, :-lag]).mean(axis=0)
+    change = np.empty(n - lag)
+    for i0 in range(0, n - lag, _BLOCK_FRAMES):  # blocks, as in _chroma_stability
+        i1 = min(i0 + _BLOCK_FRAMES, n - lag)
+        m = mfcc[1:13, i0 : i1 + lag].astype(np.float64)
+        change[i0:i1] = np.abs(m[:, lag:] - m[:, : i1 - i0]).mean(axis=0)
     kept = change[sound[lag:] & sound[:-lag]]
     return float(np.median(kept)) if kept.size else 0.0
 
@@ -350,14 +364,18 @@ def local_pulse(onset_env: np.ndarray, hop_s: float) -> np.ndarray:
     hi = min(width - 1, round(PULSE_LAGS_S[1] / hop_s))
     if hi < lo:
         return np.zeros(x.size)
-    windows = np.lib.stride_tricks.sliding_window_view(x, width)[::step]
-    windows = windows - windows.mean(axis=1, keepdims=True)
+    all_windows = np.lib.stride_tricks.sliding_window_view(x, width)[::step]
     n = 1 << int(np.ceil(np.log2(2 * width)))
-    spectrum = np.fft.rfft(windows, n, axis=1)
-    ac = np.fft.irfft(spectrum * np.conj(spectrum), n, axis=1)[:, : hi + 1]
-    energy = ac[:, :1]
-    ratio = np.divide(ac[:, lo:], energy, out=np.zeros_like(ac[:, lo:]), where=energy > 1e-12)
-    pulse = np.clip(ratio.max(axis=1), 0.0, 1.0)
+    pulse = np.empty(all_windows.shape[0])
+    # A few hundred windows at a time: an hour's ~7000 windows' spectra at once were ~90 MB.
+    for w0 in range(0, all_windows.shape[0], 512):
+        windows = all_windows[w0 : w0 + 512]
+        windows = windows - windows.mean(axis=1, keepdims=True)
+        spectrum = np.fft.rfft(windows, n, axis=1)
+        ac = np.fft.irfft(spectrum * np.conj(spectrum), n, axis=1)[:, : hi + 1]
+        energy = ac[:, :1]
+        ratio = np.divide(ac[:, lo:], energy, out=np.zeros_like(ac[:, lo:]), where=energy > 1e-12)
+        pulse[w0 : w0 + windows.shape[0]] = np.clip(ratio.max(axis=1), 0.0, 1.0)
     # Window i is centred on frame i * step + width // 2.
     nearest = np.clip(np.rint((np.arange(x.size) - width // 2) / step), 0, pulse.size - 1)
     return pulse[nearest.astype(np.intp)]
