@@ -384,19 +384,12 @@ def analyze_chunk(
 
     report("features", 0.9)
     features = extractor.finish()
-    n_owned = None if span.end_frame is None else span.end_frame - span.first_frame
-    series = {
-        name: np.ascontiguousarray(
-            values[preroll:] if n_owned is None else values[preroll : preroll + n_owned]
-        )
-        for name, values in features.series.items()
-    }
-    matrices = {
-        name: np.ascontiguousarray(
-            values[:, preroll:] if n_owned is None else values[:, preroll : preroll + n_owned]
-        )
-        for name, values in features.matrices.items()
-    }
+    # The frames the chunk owns, on the last (frame) axis of each series and matrix.
+    owned = slice(
+        preroll, None if span.end_frame is None else preroll + span.end_frame - span.first_frame
+    )
+    series = {name: np.ascontiguousarray(v[..., owned]) for name, v in features.series.items()}
+    matrices = {name: np.ascontiguousarray(v[..., owned]) for name, v in features.matrices.items()}
     first_meter_step = meter_start // span.step
     steps = meter.steps[span.first_step - first_meter_step :]
     if span.end_step is not None:
