@@ -171,14 +171,5 @@ def fresh_postgres_database() -> Iterator[str]:
     """An empty PostgreSQL database, dropped on exit (for a test that must see no other jobs,
     e.g. none whose result the upload cache would reuse)."""
     require_port(5432, "PostgreSQL")
-    import psycopg
-
-    name = f"earshot_test_{uuid.uuid4().hex[:12]}"
-    admin = "host=127.0.0.1 port=5432 dbname=postgres user=postgres"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with harness.postgres_database() as url:
+        yield url
