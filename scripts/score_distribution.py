@@ -52,7 +52,14 @@ def main(argv: list[str] | None = None) -> int:
     for path in files:
         with open_audio(path, limits=Limits()) as source:
             features, loudness, _ = _decode_and_extract(source, params, ProgressReporter(None))
-        rhy = rhythm(features.series["onset_strength"], params.sr, hop_length=params.hop_length)
+        # The tempo as describe() makes it (with the band onsets), so the scores are the
+        # service's.
+        rhy = rhythm(
+            features.series["onset_strength"],
+            params.sr,
+            hop_length=params.hop_length,
+            bands=features.matrices.get("onset_bands"),
+        )
         t0 = time.process_time()
         scores = perceptual_scores(features, rhy, loudness, hop_s=hop_s, n_mels=params.n_mels)
         scoring += time.process_time() - t0
