@@ -420,18 +420,40 @@ class JobStore:
                 )
             )
 
-    def mark_running(self, job_id: str) -> bool:
-        """Claim the job for a delivery: counts the attempt. False if it is already finished."""
-        now = utcnow()
-        return self._transition(
+    def _transition_returning(
+        self, job_id: str, allowed: tuple[str, ...], **values: Any
+    ) -> Job | None:
+        """``_transition`` that hands back the job as the UPDATE left it (``RETURNING``, on
+        SQLite ≥ 3.35 and PostgreSQL): one statement where a write and a read were two.
+        None when the row did not match (missing, or not in ``allowed``)."""
+        values.setdefault("updated_at", utcnow())
+        statement = (
+            update(JobRow)
+            .where(JobRow.id == job_id, JobRow.status.in_(allowed))
+            .values(**values)
+            .returning(JobRow)
+            .execution_options(synchronize_session=False)
+        )
+        with self.session() as s:
+            row = s.scalars(statement).one_or_none()
+            return None if row is None else Job.from_row(row)
+
+    def claim(self, job_id: str) -> Job | None:
+        """Claim the job for a delivery (counts the attempt) and return it as claimed; None if
+        it is finished or missing."""
+        return self._transition_returning(
             job_id,
             ACTIVE_STATES,
             status=JobStatus.RUNNING.value,
             attempts=JobRow.attempts + 1,
-            started_at=now,
+            started_at=utcnow(),
             stage="starting",
             percent=0.0,
         )
+
+    def mark_running(self, job_id: str) -> bool:
+        """Claim the job for a delivery: counts the attempt. False if it is already finished."""
+        return self.claim(job_id) is not None
 
     def update_progress(self, job_id: str, *, stage: str, percent: float) -> bool:
         """Record progress of a running job; False when the job is no longer running."""
@@ -452,6 +474,28 @@ class JobStore:
         extra: dict[str, Any] | None = None,
     ) -> bool:
         """Finish the job with its stored result; False when it was canceled or already done."""
+        return (
+            self.succeed(
+                job_id,
+                result_prefix=result_prefix,
+                analyzer_version=analyzer_version,
+                cached=cached,
+                extra=extra,
+            )
+            is not None
+        )
+
+    def succeed(
+        self,
+        job_id: str,
+        *,
+        result_prefix: str,
+        analyzer_version: str,
+        cached: bool = False,
+        extra: dict[str, Any] | None = None,
+    ) -> Job | None:
+        """``mark_succeeded`` that returns the finished job (None when it was canceled or
+        already done)."""
         values: dict[str, Any] = {
             "status": JobStatus.SUCCEEDED.value,
             "result_prefix": result_prefix,
@@ -465,7 +509,7 @@ class JobStore:
         }
         if extra is not None:
             values["extra"] = extra
-        return self._transition(job_id, ACTIVE_STATES, **values)
+        return self._transition_returning(job_id, ACTIVE_STATES, **values)
 
     def mark_failed(self, job_id: str, *, code: str, message: str) -> bool:
         return self._transition(

@@ -18,6 +18,7 @@ from celery.exceptions import Reject
 
 from core.errors import JobCanceled
 from core.followups import enqueue_webhook, render_after_success
+from core.jobs import Job
 from core.names import (
     FRAMES_CSV,
     FRAMES_NPZ,
@@ -153,12 +154,14 @@ def store_result(runtime: Runtime, job_id: str, analysis: Any) -> str:
     return prefix
 
 
-def after_end(runtime: Runtime, job_id: str) -> None:
+def after_end(runtime: Runtime, job: Job | str) -> None:
     """What follows the delivery that ended a job: its plots (if it succeeded) and its
-    callback, both on the render queue; a pool process over its memory cap then leaves."""
-    ended = runtime.jobs.get(job_id)
+    callback, both on the render queue; a pool process over its memory cap then leaves.
+
+    ``job`` is the job as it ended, or its id (then it is read)."""
+    ended = runtime.jobs.get(job) if isinstance(job, str) else job
     if ended.status is JobStatus.SUCCEEDED:
         render_after_success(runtime, ended)
     enqueue_webhook(runtime, ended)
     if ended.error_code == MEMORY_EXCEEDED:
-        leave_pool(job_id)
+        leave_pool(ended.id)

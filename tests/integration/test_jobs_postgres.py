@@ -54,3 +54,20 @@ def test_concurrent_creations_never_exceed_the_limit_on_postgres(database_url: s
         "(SELECT oid FROM pg_database WHERE datname = current_database())"
     )
     assert count(database_url, held) == 0
+
+
+def test_claim_and_succeed_return_the_row_as_updated_on_postgres(database_url: str) -> None:
+    import psycopg
+
+    from tests.core.test_jobs_transitions import check_claim_and_succeed
+
+    def read(sql: str, *params: object) -> list[tuple[object, ...]]:
+        url = database_url.replace("postgresql+psycopg://", "postgresql://")
+        with psycopg.connect(url) as conn:
+            return conn.execute(sql, params).fetchall()
+
+    store = JobStore(database_url)
+    try:
+        check_claim_and_succeed(store, read)
+    finally:
+        store.dispose()
