@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import builtins
+import functools
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -30,9 +31,11 @@ from sqlalchemy import (
     Float,
     Index,
     Integer,
+    Select,
     String,
     Text,
     Update,
+    bindparam,
     func,
     select,
     text,
@@ -152,7 +155,8 @@ class Job:
     finished_at: datetime | None
 
     @classmethod
-    def from_row(cls, row: JobRow) -> Job:
+    def from_row(cls, row: Any) -> Job:
+        """From a ``JobRow`` or a Core row of the jobs table's columns."""
         values = {name: getattr(row, name) for name in cls.__dataclass_fields__}
         values["status"] = JobStatus(row.status)
         values["extra"] = dict(row.extra or {})
@@ -186,6 +190,36 @@ def _rows_matched(s: Session, statement: Update) -> int:
     result = s.execute(statement)
     assert isinstance(result, CursorResult)
     return result.rowcount
+
+
+@functools.cache
+def _transition_statement(
+    allowed: tuple[str, ...], names: tuple[str, ...], *, count_attempt: bool, returning: bool
+) -> Update:
+    """The conditional UPDATE of a job's ``names`` columns (bound as ``v_<name>``; the job as
+    ``job_id``), built once per shape.
+
+    Building a statement per call cost more than running it: ~1.2 ms of SQLAlchemy per
+    transition against ~0.3 ms for a prebuilt one on SQLite (a short job makes two).
+    """
+    table = Base.metadata.tables[JobRow.__tablename__]
+    values: dict[str, Any] = {
+        name: bindparam(f"v_{name}", type_=table.c[name].type) for name in names
+    }
+    if count_attempt:
+        values["attempts"] = table.c.attempts + 1
+    statement = (
+        update(table)
+        .where(table.c.id == bindparam("job_id"), table.c.status.in_(allowed))
+        .values(values)
+    )
+    return statement.returning(*table.c) if returning else statement
+
+
+@functools.cache
+def _get_statement() -> Select[Any]:
+    table = Base.metadata.tables[JobRow.__tablename__]
+    return select(*table.c).where(table.c.id == bindparam("job_id"))
 
 
 class JobStore:
@@ -335,11 +369,11 @@ class JobStore:
 
         ``owner=None`` skips the ownership check (workers, the reconciler).
         """
-        with self.session() as s:
-            row = s.get(JobRow, job_id)
-            if row is None or (owner is not None and row.owner != owner):
-                raise JobNotFound(f"job {job_id!r} not found")
-            return Job.from_row(row)
+        with self.engine.connect() as conn:
+            row = conn.execute(_get_statement(), {"job_id": job_id}).one_or_none()
+        if row is None or (owner is not None and row.owner != owner):
+            raise JobNotFound(f"job {job_id!r} not found")
+        return Job.from_row(row)
 
     def list(
         self,
@@ -409,34 +443,39 @@ class JobStore:
     # -- state changes (all conditional) --------------------------------------------------
 
     def _transition(self, job_id: str, allowed: tuple[str, ...], **values: Any) -> bool:
-        values.setdefault("updated_at", utcnow())
-        with self.session() as s:
-            return bool(
-                _rows_matched(
-                    s,
-                    update(JobRow)
-                    .where(JobRow.id == job_id, JobRow.status.in_(allowed))
-                    .values(**values),
-                )
-            )
+        """Set ``values`` on the job if its status is one of ``allowed``; whether it was."""
+        return self._update(job_id, allowed, values, count_attempt=False, returning=False)[0]
 
     def _transition_returning(
-        self, job_id: str, allowed: tuple[str, ...], **values: Any
+        self, job_id: str, allowed: tuple[str, ...], *, count_attempt: bool = False, **values: Any
     ) -> Job | None:
         """``_transition`` that hands back the job as the UPDATE left it (``RETURNING``, on
         SQLite ≥ 3.35 and PostgreSQL): one statement where a write and a read were two.
         None when the row did not match (missing, or not in ``allowed``)."""
+        return self._update(job_id, allowed, values, count_attempt=count_attempt, returning=True)[1]
+
+    def _update(
+        self,
+        job_id: str,
+        allowed: tuple[str, ...],
+        values: dict[str, Any],
+        *,
+        count_attempt: bool,
+        returning: bool,
+    ) -> tuple[bool, Job | None]:
         values.setdefault("updated_at", utcnow())
-        statement = (
-            update(JobRow)
-            .where(JobRow.id == job_id, JobRow.status.in_(allowed))
-            .values(**values)
-            .returning(JobRow)
-            .execution_options(synchronize_session=False)
+        names = tuple(sorted(values))
+        statement = _transition_statement(
+            allowed, names, count_attempt=count_attempt, returning=returning
         )
-        with self.session() as s:
-            row = s.scalars(statement).one_or_none()
-            return None if row is None else Job.from_row(row)
+        params = {f"v_{name}": values[name] for name in names}
+        params["job_id"] = job_id
+        with self.engine.begin() as conn:
+            result = conn.execute(statement, params)
+            if not returning:
+                return result.rowcount > 0, None
+            row = result.one_or_none()
+        return row is not None, None if row is None else Job.from_row(row)
 
     def claim(self, job_id: str) -> Job | None:
         """Claim the job for a delivery (counts the attempt) and return it as claimed; None if
@@ -444,8 +483,8 @@ class JobStore:
         return self._transition_returning(
             job_id,
             ACTIVE_STATES,
+            count_attempt=True,
             status=JobStatus.RUNNING.value,
-            attempts=JobRow.attempts + 1,
             started_at=utcnow(),
             stage="starting",
             percent=0.0,

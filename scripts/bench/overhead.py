@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
                 one(i)
             profiler.disable()
             stats = pstats.Stats(profiler).sort_stats("cumulative")
-            stats.print_callees("store_result|_transition|after_end|local_path")
+            stats.print_callees("_deliver|store_result|after_end")
         runtime.close()
     return 0
 
