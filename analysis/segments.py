@@ -77,25 +77,78 @@ def find_segments(features: Features, *, onsets_s: np.ndarray, hop_s: float) -> 
     top = max(float(np.percentile(peak, CONFIDENCE_PERCENTILE)), 1e-9)
     confidence = np.clip(peak / top, 0.0, 1.0)
     pitches = chroma / np.where(chroma.max(axis=0) > 1e-9, chroma.max(axis=0), 1.0)
-    duration_s = n * hop_s
-    segments: list[Segment] = []
-    for k in range(starts.size):
-        start = float(starts[k] * hop_s)
-        end = float(ends[k] * hop_s) if k + 1 < starts.size else duration_s
-        segments.append(
-            {
-                "start_s": round(start, 5),
-                "duration_s": round(end - start, 5),
-                "confidence": round(float(confidence[k]), 4),
-                "loudness_start_db": round(float(level[starts[k]]), 3),
-                "loudness_max_db": round(float(loudest[k]), 3),
-                "loudness_max_time_s": round(float((loudest_frame[k] - starts[k]) * hop_s), 5),
-                "loudness_end_db": round(float(end_level[k]), 3),
-                "pitches": [round(float(v), 4) for v in pitches[:, k]],
-                "timbre": [round(float(v), 4) for v in timbre[:, k]],
-            }
-        )
-    return segments
+    # Rounded a column at a time (``rounded``): the same floats as ``round`` of each value,
+    # which on an hour's ~190 000 values took 0.25 s of a 1.2-1.6 s merge.
+    start_s = starts * hop_s
+    end_s = ends * hop_s  # the last is n * hop_s, the file's length in frames
+    columns = zip(
+        rounded(start_s, 5).tolist(),
+        rounded(end_s - start_s, 5).tolist(),
+        rounded(confidence, 4).tolist(),
+        rounded(level[starts], 3).tolist(),
+        rounded(loudest, 3).tolist(),
+        rounded((loudest_frame - starts) * hop_s, 5).tolist(),
+        rounded(end_level, 3).tolist(),
+        rounded(pitches, 4).T.tolist(),
+        rounded(timbre, 4).T.tolist(),
+        strict=True,
+    )
+    return [
+        {
+            "start_s": start,
+            "duration_s": duration,
+            "confidence": conf,
+            "loudness_start_db": first_db,
+            "loudness_max_db": max_db,
+            "loudness_max_time_s": max_time,
+            "loudness_end_db": end_db,
+            "pitches": pitch,
+            "timbre": tone,
+        }
+        for start, duration, conf, first_db, max_db, max_time, end_db, pitch, tone in columns
+    ]
+
+
+def rounded(values: np.ndarray, digits: int) -> np.ndarray:
+    """``round(float(v), digits)`` of every value, vectorised, bit for bit.
+
+    Python's ``round`` is correctly rounded: the nearest double to ``D / 10**digits``, where
+    ``D`` is the integer nearest to the exact ``v * 10**digits`` (ties to even). ``np.round``
+    is not (it rounds ``v * 10**digits``, itself rounded, and the quotient it divides back may
+    differ in the last place), so it is used only where it provably agrees: the product
+    ``v * 10**digits`` is within half an ulp of the exact one, so unless it lies within an
+    ulp of a half-integer, its nearest integer is ``D``; ``D / 10**digits`` of two exact
+    doubles is then the correctly rounded quotient, as ``round``'s decimal-to-double
+    conversion gives. The few values near a half (and any non-finite or huge one) go
+    through ``round`` itself.
+
+    Parameters
+    ----------
+    values : np.ndarray
+        Any shape; converted to float64.
+    digits : int
+        Decimal digits after the point, 0 to 22 (``10**digits`` is then an exact double).
+
+    Returns
+    -------
+    np.ndarray, float64, the shape of ``values``
+    """
+    if not 0 <= digits <= 22:
+        raise ValueError(f"digits {digits} outside 0..22")
+    x = np.asarray(values, dtype=np.float64)
+    scale = float(10**digits)
+    scaled = x * scale
+    nearest = np.rint(scaled)
+    out = nearest / scale
+    with np.errstate(invalid="ignore"):
+        # 0.5 - |scaled - nearest| is the distance to the nearest half-integer (exact here:
+        # Sterbenz); huge and non-finite values are unsure too (the comparisons are False).
+        unsure = ~(0.5 - np.abs(scaled - nearest) > 2.0 * np.spacing(np.abs(scaled)))
+        unsure |= ~(np.abs(scaled) < 2.0**52)
+    flat_x, flat_out = x.reshape(-1), out.reshape(-1)
+    for i in np.flatnonzero(unsure.reshape(-1)).tolist():
+        flat_out[i] = round(float(flat_x[i]), digits)
+    return out
 
 
 def _spaced(starts: np.ndarray, hop_s: float) -> np.ndarray:

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from analysis import Analysis, analyze_file
+from analysis.segments import rounded
 from tests.analysis.signals import sine, write
 from tests.analysis.structure_signals import SR, click_track, faded, medley, notes, tone
 
@@ -168,8 +169,12 @@ def test_segments_start_at_the_notes_with_their_pitch(tmp_path: Path, profile: s
         assert 0.0 <= s["confidence"] <= 1.0
     # A note's decay: the loudest point is at its attack, tens of dB above the silence.
     assert all(s["loudness_max_db"] > -20.0 for s in segments[1:])
-    # segments.json is plain JSON.
+    # segments.json is plain JSON, and plain floats (segments_to_json walks no numpy).
     assert json.loads(json.dumps(segments)) == segments
+    assert {type(v) for s in segments for v in [*s.values(), *s["pitches"], *s["timbre"]]} == {
+        float,
+        list,
+    }
 
 
 def test_fades_are_found_where_they_were_made(tmp_path: Path):
@@ -206,3 +211,23 @@ def test_silence_and_very_short_files_have_no_grid(tmp_path: Path, seconds: floa
     assert len(analysis.segments) == 1
     numbers = _all_numbers([summary, analysis.segments])
     assert numbers and all(math.isfinite(v) for v in numbers)
+
+
+@pytest.mark.parametrize("digits", [0, 3, 4, 5])
+def test_rounded_is_pythons_round_bit_for_bit(digits: int):
+    rng = np.random.default_rng(15)
+    ties = (rng.integers(-(10**6), 10**6, 5000) + 0.5) / 10**digits  # at or next to a half
+    values = np.concatenate(
+        [
+            rng.normal(0.0, 1.0, 5000),
+            rng.normal(0.0, 100.0, 5000),
+            ties,
+            np.nextafter(ties, np.inf),
+            np.nextafter(ties, -np.inf),
+            [0.0, -0.0, -1e-9, 2.675, 0.125, -2.5, 1e300, 2.0**60, np.inf, -np.inf],
+        ]
+    )
+    expected = np.array([round(float(v), digits) for v in values])
+    # The same doubles, signed zeros included.
+    np.testing.assert_array_equal(rounded(values, digits).view(np.int64), expected.view(np.int64))
+    assert np.isnan(rounded(np.array([np.nan]), digits)).all()
