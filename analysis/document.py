@@ -46,12 +46,20 @@ class Analysis:
     segments : list[Segment]
         Short acoustically uniform units (docs/result.md, "Segments"), delivered beside the
         document as ``segments.json``: a long file has thousands.
+    csv_rows : tuple of bytes
+        The rows of ``frames.csv`` (``export.csv_rows``) when the chunks of a chunked analysis
+        formatted them, in frame order; empty when ``export.frames_to_csv`` formats them.
+    npz : bytes or None
+        ``frames.npz`` when the chunked merge made it (``export.series_to_npz``); None when
+        ``export.frames_to_npz`` makes it.
     """
 
     document: ResultDocument
     frames: dict[str, np.ndarray]
     hop_s: float
     segments: list[Segment] = field(default_factory=list)
+    csv_rows: tuple[bytes, ...] = field(default=(), repr=False, compare=False)
+    npz: bytes | None = field(default=None, repr=False, compare=False)
 
 
 def describe(

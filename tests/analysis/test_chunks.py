@@ -5,7 +5,10 @@ Tolerances are those docs/result.md ("Chunked analysis") promises.
 
 from __future__ import annotations
 
+import csv
+import io
 import itertools
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +26,8 @@ from analysis.chunks import (
 )
 from analysis.decode import open_audio
 from analysis.errors import UnreadableAudio
+from analysis.export import frames_to_csv, frames_to_npz
+from analysis.features import SERIES
 from analysis.limits import Limits
 from tests.analysis.structure_signals import medley
 
@@ -151,6 +156,12 @@ def test_partials_survive_a_round_trip_and_merge_in_any_order(long_file: Path) -
     partials += [analyze_chunk(long_file, plan, i) for i in (2, 0)]
     merged = merge(plan, partials, sha256="0" * 64)
     assert merged.document["frames"]["count"] == sum(p.series["rms"].size for p in partials)
+    # A partial stored before chunks formatted their CSV rows has none: the merge formats
+    # them, and frames.csv is the same.
+    assert all(p.csv_rows for p in partials)
+    assert Partial.from_bytes(partials[2].to_bytes()).csv_rows == partials[2].csv_rows
+    older = merge(plan, [replace(p, csv_rows=None) for p in partials], sha256="0" * 64)
+    assert frames_to_csv(older) == frames_to_csv(merged)
     for p in partials:  # per-frame chroma and MFCC tile the same frames as the series
         assert p.matrices["chroma"].shape == (12, p.series["rms"].size)
         assert p.matrices["mfcc"].shape == (20, p.series["rms"].size)
@@ -230,3 +241,27 @@ def test_structure_of_a_medley_matches_the_single_pass(tmp_path: Path) -> None:
     chunked = analyze_file_chunked(path, chunk_s=20.0)
     assert len(single.document["summary"]["sections"]) == 3
     _structure_agrees(single, chunked)
+
+
+def test_frames_files_of_the_chunks_are_those_of_the_merged_series(chunked: Analysis) -> None:
+    # frames.csv joined from the rows each chunk formatted, and frames.npz compressed during
+    # the merge, are the bytes export makes from the merged series at once ...
+    assert len(chunked.csv_rows) == 4 and chunked.npz is not None
+    at_once = replace(chunked, csv_rows=(), npz=None)
+    assert frames_to_csv(chunked) == frames_to_csv(at_once)
+    assert frames_to_npz(chunked) == frames_to_npz(at_once)
+    # ... and hold the frames: one row per frame, frame i at i * hop (512 / 22050 s), seams
+    # at 50, 100 and 150 s included.
+    rows = list(csv.reader(io.StringIO(frames_to_csv(chunked).decode("utf-8"))))
+    assert rows[0] == ["time_s", *SERIES]
+    table = np.array(rows[1:], dtype=np.float64)
+    n = chunked.document["frames"]["count"]
+    assert table.shape == (n, 1 + len(SERIES))
+    np.testing.assert_allclose(table[:, 0], np.arange(n) * 512 / 22050, rtol=1e-6)
+    for j, name in enumerate(SERIES, start=1):
+        # %.7g: seven significant digits of each float32 value.
+        np.testing.assert_allclose(table[:, j], chunked.frames[name], rtol=1e-6, atol=1e-30)
+    with np.load(io.BytesIO(frames_to_npz(chunked))) as npz:
+        np.testing.assert_array_equal(npz["time_s"], np.arange(n) * (512 / 22050))
+        for name in SERIES:
+            np.testing.assert_array_equal(npz[name], chunked.frames[name])

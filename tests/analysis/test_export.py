@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import csv
 import io
+import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from analysis import Analysis, analyze_file
-from analysis.export import frames_to_csv, frames_to_npz
+from analysis.export import frames_to_csv, frames_to_npz, segments_to_json
 
 
 @pytest.fixture(scope="module")
@@ -35,3 +37,18 @@ def test_npz_round_trips_the_series(analysis: Analysis):
         for name, series in analysis.frames.items():
             assert npz[name].dtype == np.float32
             np.testing.assert_array_equal(npz[name], series)
+
+
+def test_segments_json_writes_numpy_numbers_as_plain_ones(analysis: Analysis):
+    segment = {
+        "start_s": np.float64(0.5),
+        "duration_s": np.float32(0.25),
+        "count": np.int64(3),
+        "pitches": np.array([1.0, 0.5], dtype=np.float32),
+        "timbre": (np.float64(-2.5), 1.0),
+    }
+    text = segments_to_json(replace(analysis, segments=[segment])).decode()
+    assert text == (
+        '[{"start_s":0.5,"duration_s":0.25,"count":3,"pitches":[1.0,0.5],"timbre":[-2.5,1.0]}]'
+    )
+    assert json.loads(segments_to_json(analysis)) == analysis.segments
