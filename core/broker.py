@@ -25,12 +25,14 @@ from core import metrics
 from core.logs import install_celery_hooks
 from core.names import ANALYZE_TASK, RENDER_TASK, WEBHOOK_TASK, Queue
 from core.settings import Settings
+from core.wakeup import Wakeup
 
 # Seconds to wait for the broker before a publish gives up (the API answers 503 instead of
 # hanging the upload request).
 PUBLISH_TIMEOUT_S = 4.0
 
-# Seconds a filesystem:// consumer sleeps when a fetch finds nothing it may take. kombu's
+# Seconds a filesystem:// consumer waits at most when a fetch finds nothing it may take (on
+# Linux it wakes at once when a message arrives or a slot frees, core.wakeup). kombu's
 # default (1 s) also applies while the prefetch limit is reached, so a worker pool waited up
 # to a second after every task before taking the next: ~1 short job per second (measured by
 # scripts/bench_service.py). At 0.05 s the wait was still ~60 ms per job (an analysis and a
@@ -101,11 +103,55 @@ class AtomicFilesystemChannel(filesystem.Channel):
             return callback(message, queue)
         raise Empty()
 
+    def basic_ack(self, delivery_tag: Any, multiple: bool = False) -> None:
+        super().basic_ack(delivery_tag, multiple=multiple)  # type: ignore[no-untyped-call]
+        # The pool took back a message's slot: a consumer waiting at its prefetch limit may
+        # take the next message now, not a polling interval later.
+        self.connection.wakeup.wake()
+
+    def basic_reject(self, delivery_tag: Any, requeue: bool = False) -> None:
+        super().basic_reject(delivery_tag, requeue=requeue)  # type: ignore[no-untyped-call]
+        self.connection.wakeup.wake()
+
 
 class AtomicFilesystemTransport(filesystem.Transport):
-    """The ``filesystem://`` transport with whole-message publishes."""
+    """The ``filesystem://`` transport with whole-message publishes, whose consumer sleeps
+    until a message arrives or a slot frees (``core.wakeup``) rather than a fixed interval."""
 
     Channel = AtomicFilesystemChannel
+
+    _wakeup: Wakeup | None = None
+
+    @property
+    def wakeup(self) -> Wakeup:
+        if self._wakeup is None:
+            options = self.client.transport_options if self.client is not None else {}
+            folder = options.get("data_folder_in") or "."
+            self._wakeup = Wakeup(folder)
+        return self._wakeup
+
+    def drain_events(self, connection: Any, timeout: Any = None) -> Any:  # type: ignore[override]
+        """kombu's loop (take a message from any channel, else wait and try again), waiting on
+        ``wakeup`` for at most a polling interval instead of sleeping it."""
+        started = time.monotonic()
+        interval = self.polling_interval or EMBEDDED_POLLING_INTERVAL_S
+        cycle = self.cycle
+        assert cycle is not None  # made by the transport's __init__
+        while True:
+            try:
+                cycle.get(self._deliver, timeout=timeout)  # type: ignore[no-untyped-call]
+                return
+            except Empty:
+                left = None if timeout is None else timeout - (time.monotonic() - started)
+                if left is not None and left <= 0:
+                    raise TimeoutError() from None
+                self.wakeup.wait(interval if left is None else min(interval, left))
+
+    def close_connection(self, connection: Any) -> None:
+        super().close_connection(connection)  # type: ignore[no-untyped-call]
+        if self._wakeup is not None:
+            self._wakeup.close()
+            self._wakeup = None
 
 
 def make_celery(settings: Settings) -> Celery:

@@ -1,0 +1,89 @@
+"""The embedded broker's consumer wakes when a message lands (inotify) or a slot frees, instead
+of sleeping its polling interval (core.wakeup, core.broker).
+
+The polling interval is set to a minute here: a consumer that slept it would not see the
+message within the drain's 20-second timeout, so a delivery proves the wake-up works."""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+from kombu import Connection, Consumer, Exchange, Producer, Queue
+
+from core.broker import AtomicFilesystemTransport
+from core.wakeup import Wakeup
+
+linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="inotify is Linux's")
+
+
+def later(action: object, delay: float = 0.2) -> threading.Timer:
+    timer = threading.Timer(delay, action)  # type: ignore[arg-type]
+    timer.start()
+    return timer
+
+
+@linux_only
+def test_a_file_moved_into_the_folder_wakes_a_wait(tmp_path: Path) -> None:
+    wakeup = Wakeup(str(tmp_path))
+    try:
+        assert wakeup.watching
+        part = tmp_path / "m.msg.part"
+        part.write_bytes(b"{}")
+        timer = later(lambda: os.replace(part, tmp_path / "m.msg"))
+        assert wakeup.wait(60.0) is True  # woken by the rename, not the minute
+        timer.join()
+        assert wakeup.wait(0.01) is False  # the event was drained: nothing pending
+    finally:
+        wakeup.close()
+
+
+def test_wake_from_another_thread_ends_a_wait(tmp_path: Path) -> None:
+    wakeup = Wakeup(str(tmp_path))
+    try:
+        timer = later(wakeup.wake)
+        assert wakeup.wait(60.0) is True
+        timer.join()
+        for _ in range(10):  # many wake-ups before a wait: one wait, then quiet
+            wakeup.wake()
+        assert wakeup.wait(0.01) is True
+        assert wakeup.wait(0.01) is False
+    finally:
+        wakeup.close()
+
+
+@linux_only
+def test_the_consumer_takes_a_message_published_while_it_waits(tmp_path: Path) -> None:
+    folders = {name: tmp_path / name for name in ("messages", "processed", "control")}
+    for folder in folders.values():
+        folder.mkdir()
+    options = {
+        "data_folder_in": str(folders["messages"]),
+        "data_folder_out": str(folders["messages"]),
+        "processed_folder": str(folders["processed"]),
+        "control_folder": str(folders["control"]),
+        "store_processed": True,
+        "polling_interval": 60.0,
+    }
+    exchange = Exchange("wake", type="direct")
+    queue = Queue("wake.q", exchange, routing_key="wake.q")
+    received: list[object] = []
+    with (
+        Connection(transport=AtomicFilesystemTransport, transport_options=options) as consumer,
+        Connection(transport=AtomicFilesystemTransport, transport_options=options) as producer,
+    ):
+
+        def on_message(body: object, message: object) -> None:
+            received.append(body)
+            message.ack()  # type: ignore[attr-defined]
+
+        with Consumer(consumer, queues=[queue], callbacks=[on_message], accept=["json"]):
+            publish = Producer(producer.channel(), exchange=exchange, serializer="json")
+            timer = later(lambda: publish.publish({"job": 1}, routing_key="wake.q"))
+            consumer.drain_events(timeout=20)  # raises TimeoutError if it slept the minute
+            timer.join()
+    assert received == [{"job": 1}]
+    assert len(list(folders["processed"].iterdir())) == 1
