@@ -59,6 +59,11 @@ class Settings(BaseSettings):
     chunk_overlap_s: float = Field(
         1.0, description="Seconds decoded before a chunk's span to settle the filters."
     )
+    status_wait_max_s: float = Field(
+        30.0,
+        ge=0,
+        description="Longest a `GET /v1/analyses/{id}?wait=` holds its answer, seconds.",
+    )
     worker_max_memory_mb: int = Field(
         2048, description="A worker process is replaced after a task leaves it above this RSS."
     )

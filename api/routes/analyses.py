@@ -18,6 +18,7 @@ from analysis.schema import ResultDocument
 from api import errors, problems
 from api.deps import OwnerDep, RuntimeDep
 from api.models import API_PREFIX, Analysis, AnalysisPage
+from api.routes.events import job_after_change
 from core.errors import BlobNotFound, JobNotFound
 from core.followups import enqueue_webhook
 from core.jobs import Job
@@ -95,11 +96,31 @@ def list_analyses(
     operation_id="getAnalysis",
     response_model=Analysis,
     summary="Get an analysis",
-    description="The job: its status, progress, error when failed, and links to its result.",
+    description="The job: its status, progress, error when failed, and links to its result. "
+    "With `wait`, a queued or running job's answer is held until its status changes (queued → "
+    "running → succeeded, failed or canceled) or `wait` seconds pass, whichever comes first: "
+    "one request per change instead of a poll every so often. The server holds a request at "
+    "most `EARSHOT_STATUS_WAIT_MAX_S` (30 s by default).",
     responses=problems.responses(errors.NotFound, errors.Unauthorized, errors.StoreUnavailable),
 )
-def get_analysis(job_id: JobId, runtime: RuntimeDep, owner: OwnerDep) -> Analysis:
-    return Analysis.from_job(_job(runtime, job_id, owner))
+async def get_analysis(
+    job_id: JobId,
+    runtime: RuntimeDep,
+    owner: OwnerDep,
+    wait: Annotated[
+        float,
+        Query(
+            ge=0,
+            le=60,
+            description="Seconds to hold the answer while the job's status stays the same "
+            "(0, the default: answer at once).",
+        ),
+    ] = 0.0,
+) -> Analysis:
+    job = await job_after_change(
+        runtime, job_id, owner, wait_s=min(wait, runtime.settings.status_wait_max_s)
+    )
+    return Analysis.from_job(job)
 
 
 def _job(runtime: Runtime, job_id: str, owner: str) -> Job:

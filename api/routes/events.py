@@ -100,6 +100,34 @@ async def _get(runtime: Runtime, job_id: str, owner: str) -> Job:
         raise errors.NotFound(f"analysis {job_id!r} not found") from None
 
 
+# A held status request reads the job store first this soon, then less often (1.25 times longer each
+# time, up to POLL_INTERVAL_S): a 5-second clip's job ends ~50 ms after its pickup, and is
+# answered within a few ms of it, while a long job costs a read every half second.
+FIRST_CHECK_S = 0.005
+CHECK_GROWTH = 1.25
+
+
+async def job_after_change(runtime: Runtime, job_id: str, owner: str, *, wait_s: float) -> Job:
+    """The job once its status differs from what it is now, or after ``wait_s`` seconds, or at
+    once when it is finished (or ``wait_s`` is 0). Raises NotFound for an unknown id, also when
+    the job is deleted while waited for."""
+    job = await _get(runtime, job_id, owner)
+    if wait_s <= 0 or job.status.finished:
+        return job
+    deadline = time.monotonic() + wait_s
+    interval = FIRST_CHECK_S
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return job
+        await anyio.sleep(min(interval, left))
+        interval = min(interval * CHECK_GROWTH, POLL_INTERVAL_S)
+        now = await _get(runtime, job_id, owner)
+        if now.status is not job.status:
+            return now
+        job = now  # progress moved: answer with the newest state when the time is up
+
+
 def _event(job: Job) -> str:
     data = Analysis.from_job(job).model_dump_json()
     # The id tells a reconnecting client where it was; the updated time orders a job's states.

@@ -75,6 +75,10 @@ def _quoted(job: Mapping[str, Any] | str) -> str:
     return urllib.parse.quote(_job_id(job), safe="")
 
 
+# Longest a status request asks the server to hold (below the transport's 60-s timeout).
+MAX_HOLD_S = 30.0
+
+
 class Client:
     """A synchronous client of one earshot API. Thread-safe; close it (or use ``with``).
 
@@ -181,9 +185,13 @@ class Client:
         """Upload one file for analysis; returns the job (queued, or succeeded from cache)."""
         return self.upload(path, profile=profile, priority=priority, key=key)[0]
 
-    def get(self, job: Mapping[str, Any] | str) -> Job:
-        """The job as the API has it now."""
-        found: Job = self.transport.request("GET", f"/v1/analyses/{_quoted(job)}").json()
+    def get(self, job: Mapping[str, Any] | str, *, wait: float = 0.0) -> Job:
+        """The job as the API has it now; with ``wait``, once its status changes or ``wait``
+        seconds pass (the server holds the answer, up to its EARSHOT_STATUS_WAIT_MAX_S)."""
+        # In the URL itself: httpx's ``params`` would replace a query the path carried.
+        hold = min(wait, MAX_HOLD_S, self.transport.timeout / 2)
+        query = f"?wait={hold:g}" if hold > 0 else ""
+        found: Job = self.transport.request("GET", f"/v1/analyses/{_quoted(job)}{query}").json()
         return found
 
     def wait(
@@ -194,8 +202,13 @@ class Client:
         timeout: float | None = None,
         on_change: Callable[[Job], None] | None = None,
     ) -> Job:
-        """Poll until the job is succeeded, failed or canceled; returns it as it ended.
+        """Follow the job until it is succeeded, failed or canceled; returns it as it ended.
 
+        Each request asks the server to hold its answer until the status changes, for at most
+        ``poll_interval`` seconds (``GET …?wait=``): a short job's end is seen within
+        milliseconds, not half a poll interval later, and a long one costs a request per
+        ``poll_interval``. A server that answers at once (an older one, or
+        EARSHOT_STATUS_WAIT_MAX_S=0) is asked again only once the interval is over.
         ``on_change`` is called with the job each time a poll sees a new status. Raises
         ``WaitTimeout`` when ``timeout`` seconds pass first, ``Interrupted`` when ``stop`` is set.
         """
@@ -203,15 +216,19 @@ class Client:
         deadline = None if timeout is None else time.monotonic() + timeout
         status = current.get("status")
         while current.get("status") not in FINISHED:
-            delay = poll_interval
+            hold = poll_interval
             if deadline is not None:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise WaitTimeout(current, float(timeout or 0))
-                delay = min(delay, left)
-            if self.stop.wait(delay):
+                hold = min(hold, left)
+            if self.stop.is_set():
                 raise Interrupted("interrupted while waiting for a job")
-            current = self.get(current)
+            asked = time.monotonic()
+            current = self.get(current, wait=hold)
+            rest = hold - (time.monotonic() - asked)
+            if current.get("status") == status and rest > 0 and self.stop.wait(rest):
+                raise Interrupted("interrupted while waiting for a job")
             if current.get("status") != status:
                 status = current.get("status")
                 if on_change is not None:

@@ -327,3 +327,47 @@ def test_api_keys_separate_owners(make_client: Callable[..., TestClient]) -> Non
     assert_problem(client.get(f"/v1/analyses/{job['id']}", headers=beta), 404, "not_found")
     assert client.get("/v1/analyses", headers=beta).json()["items"] == []
     assert runtime_of(client).jobs.get(job["id"]).owner not in ("", "alpha-key")
+
+
+def test_wait_holds_the_answer_until_the_status_changes(client: TestClient) -> None:
+    import threading
+
+    job = upload(client).json()
+    jobs = runtime_of(client).jobs
+    # A worker claims the job while the request is held (a real claim: the same UPDATE the
+    # task makes), then another request waits for the success.
+    claim = threading.Timer(0.3, jobs.claim, args=[job["id"]])
+    claim.start()
+    held = client.get(f"/v1/analyses/{job['id']}", params={"wait": 30})
+    claim.join()
+    assert held.status_code == 200
+    assert held.json()["status"] == "running"  # not the "queued" it had when asked
+    done = threading.Timer(
+        0.3, lambda: jobs.succeed(job["id"], result_prefix="r/", analyzer_version="x")
+    )
+    done.start()
+    ended = client.get(f"/v1/analyses/{job['id']}", params={"wait": 30})
+    done.join()
+    assert ended.json()["status"] == "succeeded"
+    # Finished: answered as it is (a held answer would still say succeeded, but nothing waits).
+    assert client.get(f"/v1/analyses/{job['id']}", params={"wait": 30}).json()["status"] == (
+        "succeeded"
+    )
+
+
+def test_wait_is_bounded_by_the_server_and_validated(
+    make_client: Callable[..., TestClient],
+) -> None:
+    client = make_client(status_wait_max_s=0)
+    job = upload(client).json()
+    # Held at most EARSHOT_STATUS_WAIT_MAX_S (0 here): the queued job comes back queued.
+    assert client.get(f"/v1/analyses/{job['id']}", params={"wait": 60}).json()["status"] == (
+        "queued"
+    )
+    assert_problem(
+        client.get(f"/v1/analyses/{job['id']}", params={"wait": 61}), 422, "invalid_request"
+    )
+    assert_problem(
+        client.get(f"/v1/analyses/{job['id']}", params={"wait": -1}), 422, "invalid_request"
+    )
+    assert_problem(client.get("/v1/analyses/nope", params={"wait": 5}), 404, "not_found")

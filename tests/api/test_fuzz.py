@@ -51,7 +51,8 @@ SUBMIT = "POST /v1/analyses"
 # removed by the module fixture below.
 DATA_DIR = Path(tempfile.mkdtemp(prefix="earshot-fuzz-"))
 atexit.register(shutil.rmtree, DATA_DIR, ignore_errors=True)  # also when the tests are deselected
-APP = create_app(Settings(data_dir=DATA_DIR / "var", api_keys=KEY))
+# status_wait_max_s: a generated `wait` on a queued job (no worker runs here) answers at once.
+APP = create_app(Settings(data_dir=DATA_DIR / "var", api_keys=KEY, status_wait_max_s=0.05))
 schema = schemathesis.openapi.from_asgi(
     "/openapi.json", APP, config=SchemathesisConfig.from_path(str(ROOT / "schemathesis.toml"))
 )
@@ -125,7 +126,9 @@ def test_without_a_key_every_check_holds(case: Case) -> None:
 # scenarios would change them).
 STATEFUL_KEYS = [f"fuzz-stateful-{i:04d}-0123456789" for i in range(1000)]
 STATEFUL_APP = create_app(
-    Settings(data_dir=DATA_DIR / "stateful", api_keys=",".join(STATEFUL_KEYS))
+    Settings(
+        data_dir=DATA_DIR / "stateful", api_keys=",".join(STATEFUL_KEYS), status_wait_max_s=0.05
+    )
 )
 stateful_schema = schemathesis.openapi.from_asgi(
     "/openapi.json",
