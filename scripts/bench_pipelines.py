@@ -78,6 +78,9 @@ JOB_TIMEOUT_S = 120.0
 # Clips analysed first on every fresh stack, by WORKERS uploaders so that each pool process
 # gets some, and not counted (lazy imports and first-call costs of each process).
 WARMUP_CLIPS = 6
+# The batch flood on `earshot dev`: 30-second clips at batch priority, then interactive ones.
+FLOOD_BATCH = 24
+FLOOD_INTERACTIVE = 3
 # Clips of each length the in-process figure analyses.
 IN_PROCESS_CLIPS = 6
 
@@ -379,6 +382,88 @@ def measure_stack(
 TASK_LINE = re.compile(r"Task earshot\.analyze\[([0-9a-f]+)\] succeeded in ([0-9.]+)s")
 
 
+@dataclass
+class Flood:
+    """A batch flood on `earshot dev` with interactive uploads in the middle of it."""
+
+    batch_jobs: int
+    wall_s: float
+    processes: int  # distinct pool processes that analysed batch jobs
+    cores: int
+    batch_task_ms: list[float]
+    interactive_wait_ms: list[float]  # created_at → started_at of each interactive job
+    load: float
+
+    @property
+    def jobs_per_s(self) -> float:
+        return self.batch_jobs / self.wall_s
+
+
+def batch_flood(stack: Stack, batch: list[Path], interactive: list[Path], logs: Path) -> Flood:
+    """Every ``batch`` clip uploaded at once at batch priority (nobody waits for results),
+    then, while they run, the ``interactive`` clips one by one at interactive priority;
+    returns when every job succeeded."""
+    import httpx
+
+    load = os.getloadavg()[0]
+    started = time.perf_counter()
+    with httpx.Client(timeout=60) as client:
+
+        def upload(path: Path, priority: str) -> str:
+            with path.open("rb") as f:
+                answer = client.post(
+                    f"{stack.url}/v1/analyses",
+                    files={"file": (path.name, f, "audio/ogg")},
+                    data={"priority": priority},
+                )
+            if answer.status_code not in (200, 202):
+                raise BenchError(f"upload answered {answer.status_code}: {answer.text}")
+            return str(answer.json()["id"])
+
+        def finish(job_id: str) -> dict[str, Any]:
+            deadline = time.perf_counter() + JOB_TIMEOUT_S
+            while time.perf_counter() < deadline:
+                job: dict[str, Any] = client.get(
+                    f"{stack.url}/v1/analyses/{job_id}?wait={HOLD_S:g}"
+                ).json()
+                if job["status"] == "succeeded":
+                    return job
+                if job["status"] in ("failed", "canceled"):
+                    raise BenchError(f"job {job_id} {job['status']}: {job.get('error')}")
+            raise BenchError(f"job {job_id} unfinished")
+
+        batch_ids = [upload(path, "batch") for path in batch]
+        waits = []
+        for path in interactive:
+            time.sleep(0.3)  # the batch is running: both processes are busy with it
+            job = finish(upload(path, "interactive"))
+            created = datetime.datetime.fromisoformat(job["created_at"])
+            begun = datetime.datetime.fromisoformat(job["started_at"])
+            waits.append(1000 * (begun - created).total_seconds())
+        for job_id in batch_ids:
+            finish(job_id)
+    wall = time.perf_counter() - started
+    stack.check_alive()
+    pids: set[int] = set()
+    for line in logs.read_text(errors="replace").splitlines():
+        with contextlib.suppress(ValueError):
+            record = json.loads(line)
+            message = str(record.get("message", ""))
+            words = message.split(" ")
+            if words[0] == "job" and words[2:3] == ["succeeded:"] and words[1] in batch_ids:
+                pids.add(int(record["pid"]))
+    tasks = analyze_task_ms([logs])
+    return Flood(
+        batch_jobs=len(batch),
+        wall_s=wall,
+        processes=len(pids),
+        cores=os.cpu_count() or 1,
+        batch_task_ms=[tasks[j] for j in batch_ids if j in tasks],
+        interactive_wait_ms=waits,
+        load=load,
+    )
+
+
 def analyze_task_ms(logs: list[Path]) -> dict[str, float]:
     """Celery's run time of every earshot.analyze task in the given worker logs, by job id."""
     found: dict[str, float] = {}
@@ -428,6 +513,7 @@ def render(
     runs: list[Run],
     inproc: dict[tuple[str, int], list[float]],
     task_ms: dict[int, list[float]],
+    flood: Flood | None = None,
 ) -> str:
     head = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
@@ -481,6 +567,26 @@ def render(
         ear = inproc.get(("earshot", seconds), [])
         task = task_ms.get(seconds, [])
         lines.append(f"| {seconds} s | {_median(tut)} | {_median(ear)} | {_median(task)} |")
+    if flood is not None:
+        longest = max(flood.batch_task_ms, default=float("nan"))
+        worst = max(flood.interactive_wait_ms, default=float("nan"))
+        lines += [
+            "",
+            f"A batch flood on `earshot dev`: {flood.batch_jobs} distinct 30-second clips "
+            "uploaded at once at batch priority, then, while they run, "
+            f"{len(flood.interactive_wait_ms)} interactive uploads 0.3 s apart (load "
+            f"{flood.load:.2f} at the start). *Processes* counts the pool processes whose log "
+            "lines report a batch job done; an interactive job's wait is its `created_at` → "
+            "`started_at`, against the batch analyze tasks' run time.",
+            "",
+            "| batch jobs/s | processes that ran batch jobs / cores | batch task ms p50 / max "
+            "| interactive wait ms (each) | longest wait ≤ one task |",
+            "|---:|---:|---:|---:|---|",
+            f"| {flood.jobs_per_s:.1f} | {flood.processes} / {flood.cores} "
+            f"| {_median(flood.batch_task_ms)} / {longest:.0f} "
+            f"| {', '.join(f'{w:.0f}' for w in flood.interactive_wait_ms)} "
+            f"| {'✓' if worst <= longest else '✗'} |",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -499,6 +605,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only", choices=("seed", "dev", "scaled"), action="append", help="run only these"
     )
+    parser.add_argument("--no-flood", action="store_true", help="skip the batch flood on dev")
     # `make bench BENCH_ARGS=…` passes scripts/bench.py's options here too.
     args, ignored = parser.parse_known_args(argv)
     if ignored:
@@ -517,6 +624,12 @@ def main(argv: list[str] | None = None) -> int:
                 WARMUP_CLIPS + k * n : WARMUP_CLIPS + (k + 1) * n
             ]
     warmup = make_clips(5, WARMUP_CLIPS)
+    # The flood's clips come after those of the runs above (distinct: none is a cache hit).
+    used_30 = counts[30] * len(UPLOADERS) + WARMUP_CLIPS
+    flood_pool = make_clips(30, used_30 + FLOOD_BATCH + FLOOD_INTERACTIVE)
+    flood_batch = flood_pool[used_30 : used_30 + FLOOD_BATCH]
+    flood_interactive = flood_pool[used_30 + FLOOD_BATCH :]
+    flood: Flood | None = None
 
     inproc: dict[tuple[str, int], list[float]] = {}
     cpu = max(os.sched_getaffinity(0))
@@ -539,6 +652,9 @@ def main(argv: list[str] | None = None) -> int:
             with factory(workdir) as stack:
                 done = measure_stack(stack, clip_sets, warmup)
                 tasks = analyze_task_ms(list(workdir.glob("*.log")))
+                if key == "dev" and not args.no_flood:
+                    log(f"dev: batch flood of {len(flood_batch)} x 30 s clips …")
+                    flood = batch_flood(stack, flood_batch, flood_interactive, workdir / "dev.log")
             runs += done
             for run in done:
                 task_ms.setdefault(run.clip_s, []).extend(
@@ -551,6 +667,7 @@ def main(argv: list[str] | None = None) -> int:
         runs=runs,
         inproc=inproc,
         task_ms=task_ms,
+        flood=flood,
     )
     print(section)
     if not args.no_write:
