@@ -58,6 +58,7 @@ bench: $(STAMP)
 	$(BIN)/python scripts/bench_service.py $(BENCH_ARGS)
 	$(BIN)/python scripts/bench_pipelines.py $(BENCH_ARGS)
 	$(BIN)/python scripts/bench_chunks.py $(BENCH_ARGS)
+	$(BIN)/python scripts/bench_goals.py $(BENCH_ARGS)
 
 # Key and tempo accuracy on .eval/ (built on first use by scripts/make_eval_set.py), side by side
 # with Essentia and a tutorial librosa pipeline; the table goes into docs/accuracy.md.

@@ -618,6 +618,8 @@ def main(argv: list[str] | None = None) -> int:
 
     results = {
         "started": started.isoformat(),
+        "command": shlex.join(["scripts/bench.py", *argv]),
+        "load_at_start": load_at_start,
         "cpu": cpu,
         "table": {k: v.__dict__ for k, v in table.items()},
         "series": [

@@ -476,6 +476,25 @@ def main(argv: list[str] | None = None) -> int:
     results = [measure(config, path, repeat) for config in CONFIGS]
     section = render(argv=argv, started=started, path=path, duration_s=duration_s, results=results)
     print(section)
+    CACHE.mkdir(exist_ok=True)
+    (CACHE / "chunks.json").write_text(
+        json.dumps(
+            {
+                "started": started.isoformat(),
+                "command": shlex_join(argv),
+                "results": {
+                    res.config.name: {
+                        "wall_s": res.wall_s,
+                        "best_s": res.best_s,
+                        "cpu_s": res.cpu_s,
+                        "loads": [r.load for r in res.runs],
+                    }
+                    for res in results
+                },
+            },
+            indent=1,
+        )
+    )
     if not args.no_write:
         write_section(DOC, "bench_chunks.py", section)
         log(f"wrote {DOC.relative_to(ROOT)}")

@@ -670,6 +670,20 @@ def main(argv: list[str] | None = None) -> int:
         flood=flood,
     )
     print(section)
+    CACHE.mkdir(exist_ok=True)
+    (CACHE / "pipelines.json").write_text(
+        json.dumps(
+            {
+                "started": started.isoformat(),
+                "command": " ".join(["scripts/bench_pipelines.py", *argv]),
+                "runs": [{**r.__dict__, "jobs_per_s": r.jobs_per_s} for r in runs],
+                "in_process_cpu_ms": {f"{p} {s}": v for (p, s), v in inproc.items()},
+                "task_ms": task_ms,
+                "flood": None if flood is None else flood.__dict__,
+            },
+            indent=1,
+        )
+    )
     if not args.no_write:
         write_section(DOC, "bench_pipelines.py", section)
         log(f"wrote {DOC.relative_to(ROOT)}")
