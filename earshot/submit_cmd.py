@@ -404,7 +404,8 @@ def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
             "--poll-interval",
             type=float,
             default=1.0,
-            help="seconds between job status checks (default: %(default)s)",
+            help="longest a job status request waits for a change (GET ...?wait=; default: "
+            "%(default)s)",
         )
         parser.add_argument(
             "--max-retries",
