@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
@@ -21,6 +22,7 @@ from api.routes import analyses, audio, docs, events, health, plots, submit, ui,
 from core.logs import log_context
 from core.runtime import Runtime, build_runtime
 from core.settings import Settings, get_settings
+from core.wakeup import DatabaseChanges
 
 log = logging.getLogger("earshot.api")
 
@@ -134,8 +136,21 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
                 "no API keys configured (EARSHOT_API_KEYS): the API is open to anyone who can "
                 "reach it; keep it bound to 127.0.0.1"
             )
-        yield
-        runtime.close()
+        # Held status requests (GET /v1/analyses/{id}?wait=) wake when the embedded SQLite
+        # store is written, instead of polling it every few milliseconds.
+        url = runtime.jobs.url
+        changes = (
+            DatabaseChanges(Path(url.removeprefix("sqlite:///")))
+            if url.startswith("sqlite:///")
+            else None
+        )
+        app.state.db_changes = changes
+        try:
+            yield
+        finally:
+            if changes is not None:
+                changes.close()
+            runtime.close()
 
     app = FastAPI(
         title="earshot",

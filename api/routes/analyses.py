@@ -11,7 +11,7 @@ from pathlib import PurePath
 from typing import Annotated
 from urllib.parse import quote
 
-from fastapi import APIRouter, Header, Path, Query, Response
+from fastapi import APIRouter, Header, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
 from analysis.schema import ResultDocument
@@ -105,6 +105,7 @@ def list_analyses(
 )
 async def get_analysis(
     job_id: JobId,
+    request: Request,
     runtime: RuntimeDep,
     owner: OwnerDep,
     wait: Annotated[
@@ -118,7 +119,11 @@ async def get_analysis(
     ] = 0.0,
 ) -> Analysis:
     job = await job_after_change(
-        runtime, job_id, owner, wait_s=min(wait, runtime.settings.status_wait_max_s)
+        runtime,
+        job_id,
+        owner,
+        wait_s=min(wait, runtime.settings.status_wait_max_s),
+        changes=getattr(request.app.state, "db_changes", None),
     )
     return Analysis.from_job(job)
 

@@ -23,6 +23,7 @@ from api.models import API_PREFIX, Analysis
 from core.errors import JobNotFound
 from core.jobs import Job
 from core.runtime import Runtime
+from core.wakeup import DatabaseChanges
 
 router = APIRouter(prefix=API_PREFIX, tags=["analyses"])
 
@@ -107,21 +108,38 @@ FIRST_CHECK_S = 0.005
 CHECK_GROWTH = 1.25
 
 
-async def job_after_change(runtime: Runtime, job_id: str, owner: str, *, wait_s: float) -> Job:
+async def job_after_change(
+    runtime: Runtime,
+    job_id: str,
+    owner: str,
+    *,
+    wait_s: float,
+    changes: DatabaseChanges | None = None,
+) -> Job:
     """The job once its status differs from what it is now, or after ``wait_s`` seconds, or at
     once when it is finished (or ``wait_s`` is 0). Raises NotFound for an unknown id, also when
-    the job is deleted while waited for."""
+    the job is deleted while waited for.
+
+    With ``changes`` (the embedded SQLite store), the job is read again whenever the database
+    is written, and at least every POLL_INTERVAL_S; otherwise FIRST_CHECK_S after the request,
+    then less and less often.
+    """
     job = await _get(runtime, job_id, owner)
     if wait_s <= 0 or job.status.finished:
         return job
     deadline = time.monotonic() + wait_s
-    interval = FIRST_CHECK_S
+    watched = changes is not None and changes.available
+    interval = POLL_INTERVAL_S if watched else FIRST_CHECK_S
     while True:
         left = deadline - time.monotonic()
         if left <= 0:
             return job
-        await anyio.sleep(min(interval, left))
-        interval = min(interval * CHECK_GROWTH, POLL_INTERVAL_S)
+        if watched:
+            assert changes is not None
+            await changes.changed(min(interval, left))
+        else:
+            await anyio.sleep(min(interval, left))
+            interval = min(interval * CHECK_GROWTH, POLL_INTERVAL_S)
         now = await _get(runtime, job_id, owner)
         if now.status is not job.status:
             return now

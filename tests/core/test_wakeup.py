@@ -6,6 +6,7 @@ message within the drain's 20-second timeout, so a delivery proves the wake-up w
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import threading
@@ -87,3 +88,38 @@ def test_the_consumer_takes_a_message_published_while_it_waits(tmp_path: Path) -
             timer.join()
     assert received == [{"job": 1}]
     assert len(list(folders["processed"].iterdir())) == 1
+
+
+@linux_only
+def test_a_write_to_the_sqlite_store_wakes_a_held_status_request(tmp_path: Path) -> None:
+    import asyncio
+    import sqlite3
+
+    from core.wakeup import DatabaseChanges
+
+    db = tmp_path / "earshot.db"
+    with contextlib.closing(sqlite3.connect(db)) as conn, conn:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("CREATE TABLE jobs (id TEXT, status TEXT)")
+
+    def write() -> None:
+        # Another connection, as a worker process writes: its WAL append is what wakes.
+        with contextlib.closing(sqlite3.connect(db)) as other, other:
+            other.execute("INSERT INTO jobs VALUES ('a', 'succeeded')")
+
+    async def scenario() -> tuple[bool, bool]:
+        changes = DatabaseChanges(db)
+        assert changes.available
+        try:
+            (tmp_path / "unrelated.txt").write_text("x")  # another file of the folder
+            quiet = await changes.changed(0.3)
+            timer = later(write)
+            woken = await changes.changed(60.0)  # woken by the write, not the minute
+            timer.join()
+            return quiet, woken
+        finally:
+            changes.close()
+
+    quiet, woken = asyncio.run(scenario())
+    assert quiet is False
+    assert woken is True
