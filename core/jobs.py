@@ -503,26 +503,10 @@ class JobStore:
             percent=round(max(0.0, min(100.0, percent)), 1),
         )
 
-    def mark_succeeded(
-        self,
-        job_id: str,
-        *,
-        result_prefix: str,
-        analyzer_version: str,
-        cached: bool = False,
-        extra: dict[str, Any] | None = None,
-    ) -> bool:
-        """Finish the job with its stored result; False when it was canceled or already done."""
-        return (
-            self.succeed(
-                job_id,
-                result_prefix=result_prefix,
-                analyzer_version=analyzer_version,
-                cached=cached,
-                extra=extra,
-            )
-            is not None
-        )
+    def mark_succeeded(self, job_id: str, **result: Any) -> bool:
+        """Finish the job with its stored result (``succeed``'s keywords); False when it was
+        canceled or already done."""
+        return self.succeed(job_id, **result) is not None
 
     def succeed(
         self,
@@ -533,8 +517,8 @@ class JobStore:
         cached: bool = False,
         extra: dict[str, Any] | None = None,
     ) -> Job | None:
-        """``mark_succeeded`` that returns the finished job (None when it was canceled or
-        already done)."""
+        """Finish the job with its stored result and return it as finished; None when it was
+        canceled or already done."""
         values: dict[str, Any] = {
             "status": JobStatus.SUCCEEDED.value,
             "result_prefix": result_prefix,
