@@ -16,10 +16,11 @@ A chunk starts decoding ``overlap_s`` before its span so the resampler and the K
 filter forget that they started mid-file before the first sample the chunk owns. That is all
 the overlap is for: no estimate is made per chunk and averaged, so beat tracking needs none.
 
-The module is a little over 500 lines on purpose: the plan's frame and step grid, the chunk
-pass that cuts its samples along it, and the merge that relies on the cut tiling the file are
-one piece of arithmetic, read together; every step they share with ``analyze_file`` (decoding,
-downmix and resampling, the meter and its levels, features, the document) is imported.
+The module is over 500 lines on purpose: the plan's frame and step grid, the chunk pass that
+cuts its samples (and its frames.csv rows) along it, and the merge that relies on the cut
+tiling the file are one piece of arithmetic, read together; every step they share with
+``analyze_file`` (decoding, downmix and resampling, the meter and its levels, features, the
+document) is imported.
 """
 
 from __future__ import annotations
