@@ -53,7 +53,7 @@ from scripts.bench.harness import (  # noqa: E402 - needs ROOT on sys.path
 # The packages imported by the worker and by this script: the working tree, or with --ref a
 # commit exported under .bench/ so a neighbour's half-saved edit cannot crash the run.
 CODE = ROOT
-PACKAGES = ("analysis", "tasks", "api", "earshot")
+PACKAGES = ("analysis", "core", "tasks", "api", "earshot")
 DOC = ROOT / "docs" / "benchmarks.md"
 CACHE = ROOT / ".bench"
 # Above scripts/bench.py's mark (it rewrites everything below it), between these two.
