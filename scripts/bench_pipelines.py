@@ -233,7 +233,11 @@ def seed_stack(workdir: Path) -> Iterator[Stack]:
                 return str(answer.json()["task_id"])
 
             def finished(client: Any, task_id: str) -> bool:
-                state = client.get(f"{url}/tasks/{task_id}").json()["state"]
+                answer = client.get(f"{url}/tasks/{task_id}")
+                if answer.status_code != 200:
+                    # The tutorial's rpc:// backend fails under load now and then; say so.
+                    raise BenchError(f"seed /tasks answered {answer.status_code}: {answer.text}")
+                state = answer.json()["state"]
                 if state == "FAILURE":
                     raise BenchError(f"seed task {task_id} failed")
                 return bool(state == "SUCCESS")
