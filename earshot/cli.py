@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from earshot.terminal import silence_broken_pipe
@@ -27,6 +28,29 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+# The native thread pools numpy, scipy and numba may start (OpenBLAS, OpenMP, MKL, numba's).
+NATIVE_THREAD_VARS = (
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "NUMBA_NUM_THREADS",
+)
+
+
+def limit_native_threads() -> None:
+    """One native thread per process unless the operator chose otherwise: must run before
+    numpy is imported (OpenBLAS reads its variable when it loads).
+
+    A worker's parallelism is its pool processes (``--concurrency``, one per core). OpenBLAS
+    otherwise starts a thread per core in every process, and its threads spin between calls:
+    on 2 cores with 2 pool processes an analyze task of a 5-second clip used 142 ms of CPU
+    instead of 69 (scripts/bench/overhead.py), time the other process needed. Children
+    (`earshot dev`'s API and workers, Celery's pool) inherit the variables.
+    """
+    for name in NATIVE_THREAD_VARS:
+        os.environ.setdefault(name, "1")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="earshot", description="earshot audio analysis")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -38,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    limit_native_threads()
     parser = build_parser()
     args = parser.parse_args(argv)
     module = importlib.import_module(COMMANDS[args.command][0])

@@ -252,7 +252,9 @@ def earshot_env(workdir: Path, **settings: str) -> dict[str, str]:
 
     # The numba cache `make install` filled, as a user's `make run` finds it.
     cache = Path(os.environ.get("NUMBA_CACHE_DIR") or INSTALL_NUMBA_CACHE)
-    env = child_env(workdir / "var", cache, code=ROOT, single_thread=True, **settings)
+    # Native thread pools as `earshot` sets them itself (one thread per process unless told
+    # otherwise), not forced here: the bench runs what a user's `make run` runs.
+    env = child_env(workdir / "var", cache, code=ROOT, **settings)
     env["EARSHOT_LOG_FORMAT"] = "json"
     return env
 

@@ -32,7 +32,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=20)
     parser.add_argument("--profile", action="store_true", help="print a cProfile of 10 jobs")
     args = parser.parse_args(argv)
+    # As `earshot worker` runs its pool processes (one native thread each, earshot.cli).
+    from earshot.cli import limit_native_threads
 
+    limit_native_threads()
     import analysis
     import tasks.analyze as task
     from core.jobs import new_job_id
