@@ -13,16 +13,18 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
+from sqlalchemy.engine import make_url
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import metrics, problems, uploads
 from api.deps import REQUEST_ID_HEADER, api_keys, request_id_from
 from api.routes import analyses, audio, docs, events, health, plots, submit, ui, views
+from core.jobs import JOB_STATUS_CHANNEL
 from core.logs import log_context
 from core.runtime import Runtime, build_runtime
 from core.settings import Settings, get_settings
-from core.wakeup import DatabaseChanges
+from core.wakeup import DatabaseChanges, PostgresChanges
 
 log = logging.getLogger("earshot.api")
 
@@ -137,13 +139,17 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
                 "reach it; keep it bound to 127.0.0.1"
             )
         # Held status requests (GET /v1/analyses/{id}?wait=) wake when the embedded SQLite
-        # store is written, instead of polling it every few milliseconds.
+        # store is written, or when PostgreSQL announces a status change, instead of polling
+        # every few milliseconds.
         url = runtime.jobs.url
-        changes = (
-            DatabaseChanges(Path(url.removeprefix("sqlite:///")))
-            if url.startswith("sqlite:///")
-            else None
-        )
+        changes: DatabaseChanges | PostgresChanges | None = None
+        if url.startswith("sqlite:///"):
+            changes = DatabaseChanges(Path(url.removeprefix("sqlite:///")))
+        elif url.startswith("postgresql"):
+            conninfo = make_url(url).set(drivername="postgresql")
+            changes = PostgresChanges(
+                conninfo.render_as_string(hide_password=False), JOB_STATUS_CHANNEL
+            )
         app.state.db_changes = changes
         try:
             yield

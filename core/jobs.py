@@ -181,6 +181,12 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
     return datetime.fromisoformat(created), job_id
 
 
+# PostgreSQL: every status change of a job is announced on this channel (the job's id as the
+# payload), in the transaction that makes it, so the API's held status requests wake at once.
+JOB_STATUS_CHANNEL = "earshot_job_status"
+_NOTIFY_STATEMENT = text("SELECT pg_notify(:channel, :id)")
+
+
 def _rows_matched(s: Session, statement: Update) -> int:
     """Run the UPDATE ``statement`` in ``s``; how many rows its WHERE matched.
 
@@ -472,10 +478,15 @@ class JobStore:
         params["job_id"] = job_id
         with self.engine.begin() as conn:
             result = conn.execute(statement, params)
-            if not returning:
-                return result.rowcount > 0, None
-            row = result.one_or_none()
-        return row is not None, None if row is None else Job.from_row(row)
+            if returning:
+                row = result.one_or_none()
+                matched = row is not None
+            else:
+                row, matched = None, result.rowcount > 0
+            if matched and "status" in values and self.engine.dialect.name == "postgresql":
+                # Delivered at commit, to the API's held status requests (core.wakeup).
+                conn.execute(_NOTIFY_STATEMENT, {"channel": JOB_STATUS_CHANNEL, "id": job_id})
+        return matched, None if row is None else Job.from_row(row)
 
     def claim(self, job_id: str) -> Job | None:
         """Claim the job for a delivery (counts the attempt) and return it as claimed; None if

@@ -20,6 +20,7 @@ import os
 import select
 import struct
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -143,17 +144,25 @@ class DatabaseChanges:
             self._changed.set()
             self._changed = asyncio.Event()
 
-    async def changed(self, timeout: float) -> bool:
-        """Whether the database was written before ``timeout`` seconds passed."""
+    def mark(self) -> asyncio.Event:
+        """Now, as something to ``wait`` on: take it before reading the job, so a write that
+        lands between the read and the wait still wakes the waiter."""
         if self._fd is not None and self._loop is None:
             self._loop = asyncio.get_running_loop()
             self._loop.add_reader(self._fd, self._on_readable)
-        event = self._changed
+        return self._changed
+
+    async def wait(self, mark: asyncio.Event, timeout: float) -> bool:
+        """Whether the database was written after ``mark`` and before ``timeout`` seconds."""
         try:
-            await asyncio.wait_for(event.wait(), timeout)
+            await asyncio.wait_for(mark.wait(), timeout)
         except TimeoutError:
             return False
         return True
+
+    async def changed(self, timeout: float) -> bool:
+        """Whether the database was written before ``timeout`` seconds passed."""
+        return await self.wait(self.mark(), timeout)
 
     def close(self) -> None:
         if self._fd is not None:
@@ -162,3 +171,78 @@ class DatabaseChanges:
             with contextlib.suppress(OSError):
                 os.close(self._fd)
             self._fd = None
+
+
+class PostgresChanges:
+    """``DatabaseChanges`` for the PostgreSQL job store: wakes when a job's status changes.
+
+    ``JobStore`` sends ``NOTIFY`` on ``channel`` in the transaction of every status change; one
+    thread per API process holds a connection that LISTENs and wakes the event loop's waiters
+    (every waiter on every change; each re-reads one row). Started by the first ``mark``.
+    ``available`` is True while that connection listens; when it is down (PostgreSQL
+    restarting), it reconnects every second and held requests poll meanwhile.
+    """
+
+    def __init__(self, conninfo: str, channel: str) -> None:
+        self._conninfo = conninfo
+        self._channel = channel
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._changed = asyncio.Event()
+        self._stop = threading.Event()
+        self._listening = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def available(self) -> bool:
+        return self._listening.is_set()
+
+    def _fire(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    def _listen(self) -> None:
+        import psycopg
+
+        while not self._stop.is_set():
+            try:
+                with psycopg.connect(self._conninfo, autocommit=True, connect_timeout=5) as conn:
+                    conn.execute(f'LISTEN "{self._channel}"')
+                    self._listening.set()
+                    while not self._stop.is_set():
+                        for _ in conn.notifies(timeout=0.5):
+                            assert self._loop is not None
+                            self._loop.call_soon_threadsafe(self._fire)
+            except (psycopg.Error, OSError) as exc:
+                if self._listening.is_set():
+                    log.warning("job status notifications interrupted: %s", exc)
+            except RuntimeError:
+                return  # the event loop closed under us: the API is stopping
+            finally:
+                self._listening.clear()
+            self._stop.wait(1.0)
+
+    def mark(self) -> asyncio.Event:
+        """As ``DatabaseChanges.mark``."""
+        if self._thread is None:
+            self._loop = asyncio.get_running_loop()
+            self._thread = threading.Thread(
+                target=self._listen, name="earshot-job-status", daemon=True
+            )
+            self._thread.start()
+        return self._changed
+
+    async def wait(self, mark: asyncio.Event, timeout: float) -> bool:
+        """As ``DatabaseChanges.wait``."""
+        try:
+            await asyncio.wait_for(mark.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    async def changed(self, timeout: float) -> bool:
+        return await self.wait(self.mark(), timeout)
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2.0)

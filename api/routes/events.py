@@ -23,7 +23,7 @@ from api.models import API_PREFIX, Analysis
 from core.errors import JobNotFound
 from core.jobs import Job
 from core.runtime import Runtime
-from core.wakeup import DatabaseChanges
+from core.wakeup import DatabaseChanges, PostgresChanges
 
 router = APIRouter(prefix=API_PREFIX, tags=["analyses"])
 
@@ -114,32 +114,34 @@ async def job_after_change(
     owner: str,
     *,
     wait_s: float,
-    changes: DatabaseChanges | None = None,
+    changes: DatabaseChanges | PostgresChanges | None = None,
 ) -> Job:
     """The job once its status differs from what it is now, or after ``wait_s`` seconds, or at
     once when it is finished (or ``wait_s`` is 0). Raises NotFound for an unknown id, also when
     the job is deleted while waited for.
 
-    With ``changes`` (the embedded SQLite store), the job is read again whenever the database
-    is written, and at least every POLL_INTERVAL_S; otherwise FIRST_CHECK_S after the request,
+    With ``changes`` available (the embedded store's writes seen through inotify, or the
+    PostgreSQL store's status notifications), the job is read again whenever it may have
+    changed, and at least every POLL_INTERVAL_S; otherwise FIRST_CHECK_S after the request,
     then less and less often.
     """
+    # Taken before each read: a change between the read and the wait still wakes it.
+    mark = changes.mark() if changes is not None else None
     job = await _get(runtime, job_id, owner)
     if wait_s <= 0 or job.status.finished:
         return job
     deadline = time.monotonic() + wait_s
-    watched = changes is not None and changes.available
-    interval = POLL_INTERVAL_S if watched else FIRST_CHECK_S
+    interval = FIRST_CHECK_S
     while True:
         left = deadline - time.monotonic()
         if left <= 0:
             return job
-        if watched:
-            assert changes is not None
-            await changes.changed(min(interval, left))
+        if changes is not None and mark is not None and changes.available:
+            await changes.wait(mark, min(POLL_INTERVAL_S, left))
         else:
             await anyio.sleep(min(interval, left))
             interval = min(interval * CHECK_GROWTH, POLL_INTERVAL_S)
+        mark = changes.mark() if changes is not None else None
         now = await _get(runtime, job_id, owner)
         if now.status is not job.status:
             return now

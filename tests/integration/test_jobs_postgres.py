@@ -71,3 +71,70 @@ def test_claim_and_succeed_return_the_row_as_updated_on_postgres(database_url: s
         check_claim_and_succeed(store, read)
     finally:
         store.dispose()
+
+
+def _new_job(store: JobStore) -> str:
+    job, _ = store.create(
+        filename="a.wav", size_bytes=1, sha256="0" * 64, profile="fast", priority="interactive"
+    )
+    return job.id
+
+
+def test_every_status_change_is_notified_in_its_transaction(database_url: str) -> None:
+    """A plain psycopg LISTEN (not earshot's listener) sees the job's id once per status
+    change, and nothing for a progress write."""
+    import psycopg
+
+    from core.jobs import JOB_STATUS_CHANNEL
+
+    url = database_url.replace("postgresql+psycopg://", "postgresql://")
+    store = JobStore(database_url)
+    try:
+        job_id = _new_job(store)
+        with psycopg.connect(url, autocommit=True) as listener:
+            listener.execute(f'LISTEN "{JOB_STATUS_CHANNEL}"')
+            assert store.claim(job_id) is not None
+            assert store.update_progress(job_id, stage="features", percent=50.0)
+            assert store.succeed(job_id, result_prefix="r/", analyzer_version="x") is not None
+            assert store.succeed(job_id, result_prefix="r/", analyzer_version="x") is None
+            seen = [(n.channel, n.payload) for n in listener.notifies(timeout=1.0)]
+    finally:
+        store.dispose()
+    assert seen == [(JOB_STATUS_CHANNEL, job_id)] * 2  # claim, success; not progress, not the no-op
+
+
+def test_a_held_wait_wakes_on_a_status_change_from_another_process(database_url: str) -> None:
+    """PostgresChanges wakes a one-minute wait when another connection claims the job."""
+    import asyncio
+    import time
+
+    from sqlalchemy.engine import make_url
+
+    from core.jobs import JOB_STATUS_CHANNEL
+    from core.wakeup import PostgresChanges
+    from tests.core.test_wakeup import later
+
+    store = JobStore(database_url)
+    conninfo = make_url(database_url).set(drivername="postgresql")
+    changes = PostgresChanges(conninfo.render_as_string(hide_password=False), JOB_STATUS_CHANNEL)
+
+    async def scenario() -> tuple[bool, bool]:
+        mark = changes.mark()
+        deadline = time.monotonic() + 10
+        while not changes.available and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        assert changes.available
+        job_id = _new_job(store)  # an insert is no status change: it wakes nobody
+        quiet = await changes.wait(mark, 0.3)
+        timer = later(lambda: store.claim(job_id))
+        woken = await changes.wait(changes.mark(), 60.0)  # False only after the minute
+        timer.join()
+        return quiet, woken
+
+    try:
+        quiet, woken = asyncio.run(scenario())
+    finally:
+        changes.close()
+        store.dispose()
+    assert quiet is False
+    assert woken is True  # the claim, 0.2 s in, ended it
