@@ -113,7 +113,43 @@ def _names(data: bytes) -> set[str]:
     return names
 
 
-class DatabaseChanges:
+class _Changes:
+    """What both change feeds share: an event that is set and replaced on every change, which
+    waiters take (``mark``) before reading their job and then ``wait`` on."""
+
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._changed = asyncio.Event()
+
+    def _fire(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    def _start(self) -> None:
+        """Begin watching (called by the first ``mark``, on the event loop)."""
+
+    def mark(self) -> asyncio.Event:
+        """Now, as something to ``wait`` on: take it before reading the job, so a change that
+        lands between the read and the wait still wakes the waiter."""
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+            self._start()
+        return self._changed
+
+    async def wait(self, mark: asyncio.Event, timeout: float) -> bool:
+        """Whether something changed after ``mark`` and before ``timeout`` seconds."""
+        try:
+            await asyncio.wait_for(mark.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    async def changed(self, timeout: float) -> bool:
+        """Whether something changed before ``timeout`` seconds passed."""
+        return await self.wait(self.mark(), timeout)
+
+
+class DatabaseChanges(_Changes):
     """``await changed(timeout)``: until the SQLite database at ``path`` is written (by any
     process: a worker marking a job done writes its write-ahead log), or ``timeout``.
 
@@ -125,10 +161,9 @@ class DatabaseChanges:
     """
 
     def __init__(self, path: Path) -> None:
+        super().__init__()
         self._prefix = path.name  # earshot.db, earshot.db-wal, earshot.db-journal
         self._fd = _inotify_fd(str(path.parent), IN_MODIFY | IN_MOVED_TO)
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._changed = asyncio.Event()
 
     @property
     def available(self) -> bool:
@@ -141,28 +176,12 @@ class DatabaseChanges:
             while chunk := os.read(self._fd, _READ_SIZE):
                 data += chunk
         if any(name.startswith(self._prefix) for name in _names(data)):
-            self._changed.set()
-            self._changed = asyncio.Event()
+            self._fire()
 
-    def mark(self) -> asyncio.Event:
-        """Now, as something to ``wait`` on: take it before reading the job, so a write that
-        lands between the read and the wait still wakes the waiter."""
-        if self._fd is not None and self._loop is None:
-            self._loop = asyncio.get_running_loop()
+    def _start(self) -> None:
+        if self._fd is not None:
+            assert self._loop is not None
             self._loop.add_reader(self._fd, self._on_readable)
-        return self._changed
-
-    async def wait(self, mark: asyncio.Event, timeout: float) -> bool:
-        """Whether the database was written after ``mark`` and before ``timeout`` seconds."""
-        try:
-            await asyncio.wait_for(mark.wait(), timeout)
-        except TimeoutError:
-            return False
-        return True
-
-    async def changed(self, timeout: float) -> bool:
-        """Whether the database was written before ``timeout`` seconds passed."""
-        return await self.wait(self.mark(), timeout)
 
     def close(self) -> None:
         if self._fd is not None:
@@ -173,7 +192,7 @@ class DatabaseChanges:
             self._fd = None
 
 
-class PostgresChanges:
+class PostgresChanges(_Changes):
     """``DatabaseChanges`` for the PostgreSQL job store: wakes when a job's status changes.
 
     ``JobStore`` sends ``NOTIFY`` on ``channel`` in the transaction of every status change; one
@@ -184,10 +203,9 @@ class PostgresChanges:
     """
 
     def __init__(self, conninfo: str, channel: str) -> None:
+        super().__init__()
         self._conninfo = conninfo
         self._channel = channel
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._changed = asyncio.Event()
         self._stop = threading.Event()
         self._listening = threading.Event()
         self._thread: threading.Thread | None = None
@@ -195,10 +213,6 @@ class PostgresChanges:
     @property
     def available(self) -> bool:
         return self._listening.is_set()
-
-    def _fire(self) -> None:
-        self._changed.set()
-        self._changed = asyncio.Event()
 
     def _listen(self) -> None:
         import psycopg
@@ -221,26 +235,9 @@ class PostgresChanges:
                 self._listening.clear()
             self._stop.wait(1.0)
 
-    def mark(self) -> asyncio.Event:
-        """As ``DatabaseChanges.mark``."""
-        if self._thread is None:
-            self._loop = asyncio.get_running_loop()
-            self._thread = threading.Thread(
-                target=self._listen, name="earshot-job-status", daemon=True
-            )
-            self._thread.start()
-        return self._changed
-
-    async def wait(self, mark: asyncio.Event, timeout: float) -> bool:
-        """As ``DatabaseChanges.wait``."""
-        try:
-            await asyncio.wait_for(mark.wait(), timeout)
-        except TimeoutError:
-            return False
-        return True
-
-    async def changed(self, timeout: float) -> bool:
-        return await self.wait(self.mark(), timeout)
+    def _start(self) -> None:
+        self._thread = threading.Thread(target=self._listen, name="earshot-job-status", daemon=True)
+        self._thread.start()
 
     def close(self) -> None:
         self._stop.set()
