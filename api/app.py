@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
-from sqlalchemy.engine import make_url
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -146,10 +145,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         if url.startswith("sqlite:///"):
             changes = DatabaseChanges(Path(url.removeprefix("sqlite:///")))
         elif url.startswith("postgresql"):
-            conninfo = make_url(url).set(drivername="postgresql")
-            changes = PostgresChanges(
-                conninfo.render_as_string(hide_password=False), JOB_STATUS_CHANNEL
-            )
+            changes = PostgresChanges(url, JOB_STATUS_CHANNEL)
         app.state.db_changes = changes
         try:
             yield

@@ -202,9 +202,13 @@ class PostgresChanges(_Changes):
     restarting), it reconnects every second and held requests poll meanwhile.
     """
 
-    def __init__(self, conninfo: str, channel: str) -> None:
+    def __init__(self, url: str, channel: str) -> None:
+        """``url``: the job store's SQLAlchemy URL (``postgresql+psycopg://…``)."""
+        from sqlalchemy.engine import make_url
+
         super().__init__()
-        self._conninfo = conninfo
+        plain = make_url(url).set(drivername="postgresql")
+        self._conninfo = plain.render_as_string(hide_password=False)
         self._channel = channel
         self._stop = threading.Event()
         self._listening = threading.Event()
@@ -217,9 +221,15 @@ class PostgresChanges(_Changes):
     def _listen(self) -> None:
         import psycopg
 
+        from core.database import DATABASE_TCP_OPTIONS
+
         while not self._stop.is_set():
             try:
-                with psycopg.connect(self._conninfo, autocommit=True, connect_timeout=5) as conn:
+                # The job store's own keepalives and timeouts: a listener cut off by a partition
+                # breaks (and held requests poll) instead of waiting for news that cannot come.
+                with psycopg.connect(
+                    self._conninfo, autocommit=True, **DATABASE_TCP_OPTIONS
+                ) as conn:
                     conn.execute(f'LISTEN "{self._channel}"')
                     self._listening.set()
                     while not self._stop.is_set():

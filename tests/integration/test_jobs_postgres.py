@@ -108,15 +108,12 @@ def test_a_held_wait_wakes_on_a_status_change_from_another_process(database_url:
     import asyncio
     import time
 
-    from sqlalchemy.engine import make_url
-
     from core.jobs import JOB_STATUS_CHANNEL
     from core.wakeup import PostgresChanges
     from tests.core.test_wakeup import later
 
     store = JobStore(database_url)
-    conninfo = make_url(database_url).set(drivername="postgresql")
-    changes = PostgresChanges(conninfo.render_as_string(hide_password=False), JOB_STATUS_CHANNEL)
+    changes = PostgresChanges(database_url, JOB_STATUS_CHANNEL)
 
     async def scenario() -> tuple[bool, bool]:
         mark = changes.mark()
