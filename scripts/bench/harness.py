@@ -25,9 +25,11 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-# Thread pools of the numeric libraries: one thread each, as a deployment with one worker
-# process per core should run.
-THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
+from earshot.cli import NATIVE_THREAD_VARS
+
+# Thread pools of the numeric libraries, the variables `earshot` itself sets to one thread
+# (earshot.cli); the bench sets them for the processes it measures in-process and the seed's.
+THREAD_VARS = NATIVE_THREAD_VARS
 # The line Celery logs (at INFO) once a worker consumes, after earshot's warm-up.
 WORKER_READY = " ready."
 # Bound of a child's graceful stop before its process group is killed.
