@@ -123,3 +123,56 @@ def test_a_write_to_the_sqlite_store_wakes_a_held_status_request(tmp_path: Path)
     quiet, woken = asyncio.run(scenario())
     assert quiet is False
     assert woken is True
+
+
+@linux_only
+def test_a_stopping_worker_ends_its_wait_and_takes_no_new_message(tmp_path: Path) -> None:
+    """Celery's SIGTERM handler sends worker_shutting_down: the drain ends at once (as a
+    timeout, which Celery reads as "nothing yet" before it sees its stop flag) instead of
+    waiting out its 2 s, twice, and a message published meanwhile stays queued for the next
+    worker. Without the stop, the same wait takes that message (the control)."""
+    from celery import signals
+
+    folders = {name: tmp_path / name for name in ("messages", "processed", "control")}
+    for folder in folders.values():
+        folder.mkdir()
+    options = {
+        "data_folder_in": str(folders["messages"]),
+        "data_folder_out": str(folders["messages"]),
+        "processed_folder": str(folders["processed"]),
+        "control_folder": str(folders["control"]),
+        "store_processed": True,
+        "polling_interval": 60.0,
+    }
+    exchange = Exchange("stop", type="direct")
+    queue = Queue("stop.q", exchange, routing_key="stop.q")
+    received: list[object] = []
+    with (
+        Connection(transport=AtomicFilesystemTransport, transport_options=options) as consumer,
+        Connection(transport=AtomicFilesystemTransport, transport_options=options) as producer,
+    ):
+
+        def on_message(body: object, message: object) -> None:
+            received.append(body)
+            message.ack()  # type: ignore[attr-defined]
+
+        with Consumer(consumer, queues=[queue], callbacks=[on_message], accept=["json"]):
+            publish = Producer(producer.channel(), exchange=exchange, serializer="json")
+
+            def stop_then_publish() -> None:
+                signals.worker_shutting_down.send(
+                    sender="test", sig="SIGTERM", how="Warm", exitcode=0
+                )
+                publish.publish({"job": 2}, routing_key="stop.q")
+
+            try:
+                timer = later(stop_then_publish)
+                with pytest.raises(TimeoutError):
+                    consumer.drain_events(timeout=20)
+                timer.join()
+                assert received == []
+                assert len(list(folders["messages"].iterdir())) == 1  # still queued
+            finally:
+                signals.worker_init.send(sender="test")  # the next worker of this process
+            consumer.drain_events(timeout=20)
+    assert received == [{"job": 2}]
