@@ -11,6 +11,7 @@ import hashlib
 import os
 import shutil
 import subprocess
+import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,6 +25,7 @@ from scripts.bench import harness
 
 # Re-exported: the integration tests import it from here.
 from scripts.bench.harness import free_port as free_port
+from tests.conftest import seed_numba_cache
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLES = REPO / "samples"
@@ -80,8 +82,25 @@ def service_env(data_dir: Path, numba_cache: Path, **settings: str) -> dict[str,
 
 @pytest.fixture(scope="session")
 def numba_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One JIT cache for every worker of the session: only the first start compiles."""
-    return tmp_path_factory.mktemp("numba-cache")
+    """One JIT cache for every worker of the session, warm before the first one starts.
+
+    Seeded from the cache `make install` warmed, then brought up to this code by one
+    `earshot warmup` (seconds when the seed is current; a full compile otherwise), so no
+    test's setup pays the JIT and no worker pools take turns compiling. Separate from this
+    process's own cache (tests/conftest.py): workers and tests never compile into one folder.
+    """
+    cache = seed_numba_cache(tmp_path_factory.mktemp("numba-cache"))
+    warmup = subprocess.run(
+        [sys.executable, "-m", "earshot", "warmup"],
+        cwd=REPO,
+        env={**os.environ, "NUMBA_CACHE_DIR": str(cache)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    if warmup.returncode != 0:
+        pytest.fail(f"earshot warmup exited with {warmup.returncode}:\n{warmup.stderr}")
+    return cache
 
 
 def submit_file(runtime: Runtime, path: Path, *, priority: Priority = Priority.INTERACTIVE) -> Job:

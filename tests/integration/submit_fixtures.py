@@ -57,26 +57,6 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture(scope="session")
-def numba_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A numba cache filled by one process before any worker starts.
-
-    ``earshot dev`` starts its worker pools at once, and pools that JIT-compile into the same
-    empty cache folder at the same time have crashed with SIGSEGV inside numba (seen in
-    librosa's peak_pick during warm-up). Filling the cache first keeps these tests about the
-    client; the race itself belongs to the service's own tests.
-    """
-    cache = tmp_path_factory.mktemp("numba-cache")
-    subprocess.run(
-        [sys.executable, "-c", "from analysis import warmup; warmup()"],
-        cwd=REPO,
-        env={**os.environ, "NUMBA_CACHE_DIR": str(cache)},
-        check=True,
-        timeout=START_DEADLINE_S,
-    )
-    return cache
-
-
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory, numba_cache: Path) -> Iterator[Service]:
     data_dir = tmp_path_factory.mktemp("earshot-data")

@@ -19,9 +19,9 @@ import pytest
 import soundfile as sf
 
 from earshot.client import ApiProblem, Client, JobFailed
-from tests.integration.submit_fixtures import SAMPLES, Service, numba_cache, service
+from tests.integration.submit_fixtures import SAMPLES, Service, service
 
-__all__ = ["numba_cache", "service"]  # fixtures, imported so pytest finds them here
+__all__ = ["service"]  # a fixture, imported so pytest finds it here
 
 CLICK = SAMPLES / "click120_cmajor.flac"
 WAIT_S = 300.0

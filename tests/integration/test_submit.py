@@ -28,14 +28,13 @@ from tests.integration.submit_fixtures import (
     Service,
     broken_files,
     free_port,
-    numba_cache,
     other_server,
     run_cli,
     sample_tree,
     service,
 )
 
-__all__ = ["numba_cache", "service"]  # fixtures, imported so pytest finds them here
+__all__ = ["service"]  # a fixture, imported so pytest finds it here
 
 KNOWN = {
     # clip -> (tempo BPM or None, tonic, mode or None), from samples/README.md

@@ -79,7 +79,15 @@ class Pools:
 
 @pytest.fixture
 def pools(tmp_path: Path, numba_cache: Path) -> Iterator[Pools]:
-    env = service_env(tmp_path / "var", numba_cache, webhook_allow="127.0.0.1")
+    # Every hung delivery in flight at once (the default holds two per receiver host and
+    # defers the rest 5-10 s at a time): the webhook pool is as stuck as it gets, and the
+    # test waits one attempt's budget for each hook's recorded failure, not several.
+    env = service_env(
+        tmp_path / "var",
+        numba_cache,
+        webhook_allow="127.0.0.1",
+        webhook_per_host=str(HUNG_JOBS),
+    )
     port = free_port()
     api = Service(["serve", "--port", str(port)], env=env, log=tmp_path / "api.log")
     workers = {
