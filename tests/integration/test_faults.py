@@ -20,7 +20,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -51,7 +50,6 @@ PG_PORT = 5432
 PG_ADMIN_URL = f"postgresql://postgres@{HOST}:{PG_PORT}/test"
 REPO = Path(__file__).resolve().parents[2]
 # numba's JIT cache outlives the run: a cold worker spends ~30 s compiling, a warm one ~3 s.
-NUMBA_CACHE = Path(tempfile.gettempdir()) / "earshot-test-numba-cache"
 # How long a scenario may take to drain before unfinished jobs are counted as lost.
 DRAIN_S = 150.0
 
@@ -223,7 +221,9 @@ class Cluster:
 
 
 @pytest.fixture
-def cluster(services: Services, tmp_path: Path) -> Iterator[Callable[..., Cluster]]:
+def cluster(
+    services: Services, tmp_path: Path, numba_cache: Path
+) -> Iterator[Callable[..., Cluster]]:
     """Build the API plus ``n_workers`` real workers; everything is stopped at teardown."""
     made: list[Cluster] = []
 
@@ -238,7 +238,6 @@ def cluster(services: Services, tmp_path: Path) -> Iterator[Callable[..., Cluste
             blob_url=(tmp_path / "blobs").as_uri(),
             task_max_attempts=max_attempts,
         )
-        NUMBA_CACHE.mkdir(parents=True, exist_ok=True)
         env = {
             **os.environ,
             "EARSHOT_DATA_DIR": str(data_dir),
@@ -247,7 +246,7 @@ def cluster(services: Services, tmp_path: Path) -> Iterator[Callable[..., Cluste
             "EARSHOT_BLOB_URL": settings.effective_blob_url,
             "EARSHOT_TASK_MAX_ATTEMPTS": str(max_attempts),
             "EARSHOT_LOG_LEVEL": "INFO",
-            "NUMBA_CACHE_DIR": str(NUMBA_CACHE),
+            "NUMBA_CACHE_DIR": str(numba_cache),
             "PYTHONPATH": str(REPO),
         }
 

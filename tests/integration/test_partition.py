@@ -19,7 +19,6 @@ import os
 import shutil
 import socket
 import subprocess
-import tempfile
 import threading
 import time
 import uuid
@@ -62,8 +61,6 @@ PARTITION_S = 15.0
 API_PARTITION_S = 20.0
 # Bound on the drain after the heal (not a speed target: a hung worker fails instead of hanging).
 RECOVERY_BOUND_S = 180.0
-# numba's JIT cache outlives the run (shared with test_faults): a warm worker starts in ~3 s.
-NUMBA_CACHE = Path(tempfile.gettempdir()) / "earshot-test-numba-cache"
 KINDS = ["black_hole", "reset"]
 
 
@@ -208,14 +205,17 @@ def _result_rewritten(path: Path, finished_at: datetime) -> bool:
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_worker_partitioned_mid_batch_resumes_and_every_job_succeeds_once(
-    kind: str, backends: Backends, proxies: tuple[TcpProxy, TcpProxy], tmp_path: Path
+    kind: str,
+    backends: Backends,
+    proxies: tuple[TcpProxy, TcpProxy],
+    tmp_path: Path,
+    numba_cache: Path,
 ) -> None:
     rabbit, pg = proxies
     blobs = tmp_path / "blobs"
-    NUMBA_CACHE.mkdir(parents=True, exist_ok=True)
     env = service_env(
         tmp_path / "var",
-        NUMBA_CACHE,
+        numba_cache,
         broker_url=backends.broker_url(rabbit.port),
         database_url=backends.database_url(pg.port),
         blob_url=blobs.as_uri(),
