@@ -22,7 +22,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from earshot.cli import NATIVE_THREAD_VARS
@@ -226,7 +226,7 @@ class Child:
         """CPU seconds used so far by the child's live processes (its pool included)."""
         return group_cpu_s(self.process.pid)
 
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = STOP_TIMEOUT_S) -> int:
+    def stop(self, sig: int | None = signal.SIGTERM, timeout: float = STOP_TIMEOUT_S) -> int:
         """Send ``sig`` to the child, wait up to ``timeout``, then SIGKILL its process group
         (stragglers included) and close the log; the child's exit code.
 
@@ -236,8 +236,9 @@ class Child:
         seconds to tens of seconds per stop.
         """
         if self.process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.process.pid, sig)
+            if sig is not None:  # None: signalled already (stop_all)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.process.pid, sig)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.process.wait(timeout=timeout)
         with contextlib.suppress(ProcessLookupError):
@@ -245,6 +246,18 @@ class Child:
         self.process.wait()
         self._log.close()
         return int(self.process.returncode)
+
+
+def stop_all(children: Iterable[Child], sig: int = signal.SIGTERM) -> list[int]:
+    """Stop several children side by side: ``sig`` to each first, then wait for each as
+    ``Child.stop`` does, so their graceful stops overlap instead of adding up; their exit
+    codes."""
+    children = list(children)
+    for child in children:
+        if child.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child.process.pid, sig)
+    return [child.stop(None) for child in children]
 
 
 # The mark below which scripts/bench.py owns docs/benchmarks.md; the other bench scripts keep

@@ -41,6 +41,7 @@ from core.migrate import upgrade
 from core.names import Queue
 from core.runtime import build_runtime
 from core.settings import Settings
+from scripts.bench import harness
 
 from .conftest import (
     Service,
@@ -285,8 +286,7 @@ def test_worker_partitioned_mid_batch_resumes_and_every_job_succeeds_once(
             time.sleep(1.0)
         assert backends.rows() == rows
     finally:
-        for worker in workers:
-            worker.stop()
+        harness.stop_all(workers)
         runtime.close()
 
 

@@ -15,6 +15,7 @@ import pytest
 from core.names import RESULT_JSON, JobStatus, Priority, Queue
 from core.runtime import Runtime, build_runtime
 from core.settings import Settings
+from scripts.bench import harness
 from tests.integration.conftest import (
     REPO,
     Service,
@@ -84,8 +85,7 @@ def cluster(
         yield Cluster(settings, env, root)
     finally:
         runtime.close()
-        for worker in workers:
-            worker.stop()
+        harness.stop_all(workers)
 
 
 @pytest.fixture

@@ -23,6 +23,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from core.names import RESULT_JSON, Queue, result_prefix, upload_key
+from scripts.bench import harness
 from tests.integration.conftest import (
     REPO,
     Service,
@@ -169,8 +170,7 @@ def topology(
                 )
             yield topo
         finally:
-            for service in topo.services():
-                service.stop()
+            harness.stop_all(topo.services())
 
 
 def get(url: str, **kw: object) -> httpx.Response | None:

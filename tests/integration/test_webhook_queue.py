@@ -20,6 +20,7 @@ import httpx
 import pytest
 
 from core.names import WEBHOOK_TASK, Queue
+from scripts.bench import harness
 from tests.integration.conftest import SAMPLES, Service, free_port, service_env, wait_for
 
 pytestmark = pytest.mark.integration
@@ -114,8 +115,7 @@ def pools(tmp_path: Path, numba_cache: Path) -> Iterator[Pools]:
         wait_for(healthy, what="the API to answer /healthz")
         yield running
     finally:
-        for service in [api, *workers.values()]:
-            service.stop()
+        harness.stop_all([api, *workers.values()])
 
 
 def upload(client: httpx.Client, path: Path, **fields: str) -> dict:
