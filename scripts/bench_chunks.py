@@ -14,7 +14,9 @@ folder. Three configurations, each a fresh worker (after its warm-up) analysing 
 Wall time runs from the publish (the same call the API makes after an upload) until the job
 reads succeeded. CPU time is that of every process of the worker over the same span. The
 chunked result is then compared with the single pass's (tempo, key, beats, loudness, means).
-The figures are printed and written into docs/benchmarks.md between their own markers.
+Then the same chunks run outside the service (scripts/bench/ceiling.py: one process, then two
+side by side, no broker or job store), which bounds what the service's ratio can reach on this
+machine. The figures are printed and written into docs/benchmarks.md between their own markers.
 """
 
 from __future__ import annotations
@@ -228,6 +230,54 @@ def analyse_once(worker: Worker, runtime: Any, path: Path, data: bytes) -> Run:
     return Run(wall, cpu, load, stages, worker.tasks_since(log_offset), document)
 
 
+@dataclass
+class Ceiling:
+    """The same chunks analysed outside the service (scripts/bench/ceiling.py)."""
+
+    chunks: int
+    one_s: list[float]  # every chunk in one process, one after the other
+    two_s: list[float]  # the same in two processes side by side
+    merge_s: float
+
+    @property
+    def chunk_ratio(self) -> float:
+        return statistics.median(self.one_s) / statistics.median(self.two_s)
+
+    @property
+    def ratio(self) -> float:
+        """What the service's 1-vs-2 ratio would be with no overhead at all: the chunk phase
+        as measured here, plus the serial merge in both."""
+        one = statistics.median(self.one_s) + self.merge_s
+        return one / (statistics.median(self.two_s) + self.merge_s)
+
+
+def machine_ceiling(path: Path, repeat: int) -> Ceiling:
+    with tempfile.TemporaryDirectory(prefix="earshot-bench-ceiling-") as tmp:
+        env = child_env(Path(tmp) / "var", CACHE / "numba-chunks", code=CODE, single_thread=True)
+        done = subprocess.run(
+            [
+                sys.executable,
+                str(ROOT / "scripts" / "bench" / "ceiling.py"),
+                str(path),
+                f"--repeat={repeat}",
+            ],
+            cwd=CODE,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=JOB_TIMEOUT_S,
+        )
+    if done.returncode != 0:
+        raise BenchError(f"scripts/bench/ceiling.py exited {done.returncode}:\n{done.stderr}")
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    return Ceiling(
+        chunks=report["chunks"],
+        one_s=report["walls"]["1"],
+        two_s=report["walls"]["2"],
+        merge_s=report["merge_s"],
+    )
+
+
 def measure(config: Config, path: Path, repeat: int) -> Result:
     result = Result(config)
     with (
@@ -336,6 +386,7 @@ def render(
     path: Path,
     duration_s: float,
     results: list[Result],
+    ceiling: Ceiling,
 ) -> str:
     revision = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
@@ -379,6 +430,24 @@ def render(
         f"| single pass wall / chunked 2 processes wall | {single.wall_s / two.wall_s:.2f} | |",
         f"| chunked 1 process CPU / single pass CPU (cost of chunking) "
         f"| {one.cpu_s / single.cpu_s:.2f} | |",
+        "",
+        "The machine's ceiling for that ratio (`scripts/bench/ceiling.py`, run right after): the "
+        f"same {ceiling.chunks} chunks analysed outside the service, with `analysis.chunks."
+        "analyze_chunk` in one process one after the other and in two forked processes side by "
+        f"side (median of {len(ceiling.one_s)}), then merged once ({ceiling.merge_s:.1f} s). "
+        "Two processes side by side that each run slower than one alone (shared caches and "
+        "memory bandwidth, or a host that gives two busy vCPUs less than two cores) put this "
+        "below 2, and the service cannot beat it.",
+        "",
+        "| outside the service | 1 process s | 2 processes s | ratio |",
+        "|---|---:|---:|---:|",
+        f"| chunks only | {statistics.median(ceiling.one_s):.1f} "
+        f"| {statistics.median(ceiling.two_s):.1f} | {ceiling.chunk_ratio:.2f} |",
+        f"| chunks + merge (the ceiling) "
+        f"| {statistics.median(ceiling.one_s) + ceiling.merge_s:.1f} "
+        f"| {statistics.median(ceiling.two_s) + ceiling.merge_s:.1f} | {ceiling.ratio:.2f} |",
+        f"| the service's ratio (median runs) as a share of the ceiling | | "
+        f"| {speedup / ceiling.ratio:.0%} |",
         "",
     ]
     loads = [r.load for res in results for r in res.runs]
@@ -474,7 +543,17 @@ def main(argv: list[str] | None = None) -> int:
     duration_s = float(sf.info(str(path)).duration)
     log(f"chunked analysis: {path.name} ({duration_s / 60:.0f} min), {repeat} run(s) each")
     results = [measure(config, path, repeat) for config in CONFIGS]
-    section = render(argv=argv, started=started, path=path, duration_s=duration_s, results=results)
+    log(f"  the same chunks outside the service, 1 and 2 processes, {repeat} run(s) each …")
+    ceiling = machine_ceiling(path, repeat)
+    log(f"    ceiling {ceiling.ratio:.2f} (chunks only {ceiling.chunk_ratio:.2f})")
+    section = render(
+        argv=argv,
+        started=started,
+        path=path,
+        duration_s=duration_s,
+        results=results,
+        ceiling=ceiling,
+    )
     print(section)
     CACHE.mkdir(exist_ok=True)
     (CACHE / "chunks.json").write_text(
@@ -490,6 +569,13 @@ def main(argv: list[str] | None = None) -> int:
                         "loads": [r.load for r in res.runs],
                     }
                     for res in results
+                },
+                "ceiling": {
+                    "chunks": ceiling.chunks,
+                    "one_process_s": ceiling.one_s,
+                    "two_processes_s": ceiling.two_s,
+                    "merge_s": ceiling.merge_s,
+                    "ratio": ceiling.ratio,
                 },
             },
             indent=1,
