@@ -7,6 +7,7 @@ still running, the child's own exit code and log for why it stopped.
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import httpx
@@ -67,6 +68,34 @@ def test_stop_leaves_no_process_of_the_group(tmp_path: Path) -> None:
         child.stop()
     assert group_members(child.pid) == []
     assert not harness.port_open(port)
+
+
+def test_stop_all_stops_every_child_and_its_group(tmp_path: Path) -> None:
+    env = harness.child_env(tmp_path / "var", tmp_path / "numba", code=REPO)
+    harness.run_earshot(["migrate"], env=env)
+    ports = [harness.free_port(), harness.free_port()]
+    children = [
+        harness.Child(["serve", "--port", str(port)], env=env, log_path=tmp_path / f"{port}.log")
+        for port in ports
+    ]
+    try:
+        for child, port in zip(children, ports, strict=True):
+
+            def healthy(child: harness.Child = child, port: int = port) -> bool:
+                child.check_alive()
+                try:
+                    return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).is_success
+                except httpx.HTTPError:
+                    return False
+
+            harness.wait_for(healthy, what=f"/healthz on {port}", timeout=BOUND_S)
+    finally:
+        codes = harness.stop_all(children)
+    # Each stopped on the one SIGTERM, none killed at the deadline (-SIGKILL).
+    assert all(code in (0, -signal.SIGTERM) for code in codes), (codes, [c.log() for c in children])
+    for child, port in zip(children, ports, strict=True):
+        assert group_members(child.pid) == []
+        assert not harness.port_open(port)
 
 
 def test_a_bench_section_is_replaced_in_place_and_the_bench_part_stays_last(tmp_path: Path):
