@@ -124,19 +124,21 @@ _stopping = False
 _waiting: weakref.WeakSet[Wakeup] = weakref.WeakSet()
 
 
-@signals.worker_init.connect
 def _worker_starts(**_: Any) -> None:
     global _stopping
     _stopping = False
 
 
-@signals.worker_shutting_down.connect
 def _worker_stops(**_: Any) -> None:
     # Sent from the worker's signal handler, in its main process: a flag and a pipe write.
     global _stopping
     _stopping = True
     for wakeup in list(_waiting):
         wakeup.wake()
+
+
+signals.worker_init.connect(_worker_starts, weak=False)
+signals.worker_shutting_down.connect(_worker_stops, weak=False)
 
 
 class AtomicFilesystemTransport(filesystem.Transport):
