@@ -62,6 +62,9 @@ def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
 
 
 def run(name: str, args: argparse.Namespace) -> int:
+    from earshot.service_cmd import use_installed_numba_cache
+
+    use_installed_numba_cache()  # before the analysis imports numba
     from analysis import analyze_file
     from analysis.errors import InvalidAudio
 

@@ -280,6 +280,25 @@ def use_numba_cache(settings: Any) -> Path:
     return Path(os.environ["NUMBA_CACHE_DIR"])
 
 
+def use_installed_numba_cache() -> bool:
+    """For ``earshot analyze``: load numba's compiled code from the cache `make install`
+    warmed, when it holds this very code's build (`warm_up`'s stamp) and nothing else chose a
+    cache (NUMBA_CACHE_DIR); whether it did.
+
+    Otherwise numba caches next to the sources, as before: cold after an install, so the
+    first run compiled for ~20 s, and two first runs side by side compiled into the same
+    folder at once, which has left entries that crash every later run with SIGSEGV (seen with
+    librosa's beat tracker). From a warm cache a run only reads. Must run before numba is
+    imported.
+    """
+    if "NUMBA_CACHE_DIR" in os.environ:
+        return False
+    if not (INSTALL_NUMBA_CACHE / f".earshot-warm-{_code_stamp()}").exists():
+        return False
+    os.environ["NUMBA_CACHE_DIR"] = str(INSTALL_NUMBA_CACHE)
+    return True
+
+
 def warm_up(*, analyses: bool = True, draws_plots: bool = False) -> None:
     """Pay librosa's imports and numba's JIT once in the parent, before the pool forks.
 

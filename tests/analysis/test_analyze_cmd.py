@@ -99,3 +99,36 @@ def test_view_one_line_per_file_in_the_order_given(
     # samples/README.md: C major, then A minor (pitch classes 0 and 9; mode 1 major, 0 minor).
     keyed = lines if view == "audio-features" else [line["track"] for line in lines]
     assert [(k["key"], k["mode"]) for k in keyed] == [(0, 1), (9, 0)]
+
+
+def test_a_first_run_loads_the_installed_jit_cache_and_compiles_nothing(samples_dir: Path):
+    """`earshot analyze` in a fresh process, nothing choosing a numba cache: numba's own log
+    (NUMBA_DEBUG_CACHE) must show every kernel loaded from the cache `make install` warmed,
+    and none compiled and saved (before, it compiled into folders beside the sources)."""
+    import os
+    import subprocess
+    import sys
+
+    from earshot.service_cmd import INSTALL_NUMBA_CACHE, _code_stamp
+
+    if not (INSTALL_NUMBA_CACHE / f".earshot-warm-{_code_stamp()}").exists():
+        message = "make install has not warmed this code's build (analysis/ changed since)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}
+    env["NUMBA_DEBUG_CACHE"] = "1"
+    done = subprocess.run(
+        [sys.executable, "-m", "earshot", "analyze", "--json", str(samples_dir / "sine440.flac")],
+        cwd=Path(__file__).resolve().parents[2],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    log = done.stdout + done.stderr
+    loaded = [line for line in log.splitlines() if "[cache] data loaded from" in line]
+    assert loaded, log[-3000:]
+    assert all(str(INSTALL_NUMBA_CACHE) in line for line in loaded), loaded
+    assert "[cache] data saved to" not in log, log[-3000:]
