@@ -293,7 +293,7 @@ def use_installed_numba_cache() -> bool:
     """
     if "NUMBA_CACHE_DIR" in os.environ:
         return False
-    if not (INSTALL_NUMBA_CACHE / f".earshot-warm-{_code_stamp()}").exists():
+    if not warm_stamp(INSTALL_NUMBA_CACHE).exists():
         return False
     os.environ["NUMBA_CACHE_DIR"] = str(INSTALL_NUMBA_CACHE)
     return True
@@ -326,7 +326,7 @@ def warm_up(*, analyses: bool = True, draws_plots: bool = False) -> None:
         # only read it and warm up side by side: three pools of `earshot dev` taking turns
         # cost ~4 s each on a fresh start.
         Path(cache).mkdir(parents=True, exist_ok=True)
-        stamp = Path(cache) / f".earshot-warm-{_code_stamp()}"
+        stamp = warm_stamp(Path(cache))
         if stamp.exists():
             warmup()
         else:
@@ -337,6 +337,11 @@ def warm_up(*, analyses: bool = True, draws_plots: bool = False) -> None:
                     old.unlink(missing_ok=True)  # an earlier code's; this one supersedes it
                 stamp.touch()
     log.info("analysis warmed up in %.1f s", time.monotonic() - started)
+
+
+def warm_stamp(cache: Path) -> Path:
+    """The file whose presence in ``cache`` says a warm-up of this very code filled it."""
+    return cache / f".earshot-warm-{_code_stamp()}"
 
 
 def _code_stamp() -> str:

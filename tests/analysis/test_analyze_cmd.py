@@ -109,9 +109,9 @@ def test_a_first_run_loads_the_installed_jit_cache_and_compiles_nothing(samples_
     import subprocess
     import sys
 
-    from earshot.service_cmd import INSTALL_NUMBA_CACHE, _code_stamp
+    from earshot.service_cmd import INSTALL_NUMBA_CACHE, warm_stamp
 
-    if not (INSTALL_NUMBA_CACHE / f".earshot-warm-{_code_stamp()}").exists():
+    if not warm_stamp(INSTALL_NUMBA_CACHE).exists():
         message = "make install has not warmed this code's build (analysis/ changed since)"
         if os.environ.get("CI"):
             pytest.fail(message)
