@@ -226,6 +226,12 @@ class Child:
         """CPU seconds used so far by the child's live processes (its pool included)."""
         return group_cpu_s(self.process.pid)
 
+    def send_signal(self, sig: int) -> None:
+        """Send ``sig`` to the child alone, if it still runs."""
+        if self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.process.pid, sig)
+
     def stop(self, sig: int | None = signal.SIGTERM, timeout: float = STOP_TIMEOUT_S) -> int:
         """Send ``sig`` to the child, wait up to ``timeout``, then SIGKILL its process group
         (stragglers included) and close the log; the child's exit code.
@@ -237,8 +243,7 @@ class Child:
         """
         if self.process.poll() is None:
             if sig is not None:  # None: signalled already (stop_all)
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(self.process.pid, sig)
+                self.send_signal(sig)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.process.wait(timeout=timeout)
         with contextlib.suppress(ProcessLookupError):
@@ -254,9 +259,7 @@ def stop_all(children: Iterable[Child], sig: int = signal.SIGTERM) -> list[int]:
     codes."""
     children = list(children)
     for child in children:
-        if child.process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(child.process.pid, sig)
+        child.send_signal(sig)
     return [child.stop(None) for child in children]
 
 

@@ -11,7 +11,6 @@ import hashlib
 import os
 import shutil
 import subprocess
-import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -90,16 +89,9 @@ def numba_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     process's own cache (tests/conftest.py): workers and tests never compile into one folder.
     """
     cache = seed_numba_cache(tmp_path_factory.mktemp("numba-cache"))
-    warmup = subprocess.run(
-        [sys.executable, "-m", "earshot", "warmup"],
-        cwd=REPO,
-        env={**os.environ, "NUMBA_CACHE_DIR": str(cache)},
-        capture_output=True,
-        text=True,
-        timeout=600,
+    harness.run_earshot(
+        ["warmup"], env={**os.environ, "NUMBA_CACHE_DIR": str(cache)}, cwd=REPO, timeout=600
     )
-    if warmup.returncode != 0:
-        pytest.fail(f"earshot warmup exited with {warmup.returncode}:\n{warmup.stderr}")
     return cache
 
 
