@@ -10,6 +10,8 @@ import contextlib
 import os
 import sys
 import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -56,9 +58,19 @@ def test_wake_from_another_thread_ends_a_wait(tmp_path: Path) -> None:
         wakeup.close()
 
 
-@linux_only
-def test_the_consumer_takes_a_message_published_while_it_waits(tmp_path: Path) -> None:
-    folders = {name: tmp_path / name for name in ("messages", "processed", "control")}
+@dataclass
+class EmbeddedQueue:
+    """A consumer and a producer on one embedded-broker folder, polling once a minute."""
+
+    folders: dict[str, Path]
+    consumer: Connection
+    publish: Callable[[object], None]
+    received: list[object]
+
+
+@contextlib.contextmanager
+def embedded_queue(tmp_path: Path, name: str) -> Iterator[EmbeddedQueue]:
+    folders = {kind: tmp_path / kind for kind in ("messages", "processed", "control")}
     for folder in folders.values():
         folder.mkdir()
     options = {
@@ -69,25 +81,36 @@ def test_the_consumer_takes_a_message_published_while_it_waits(tmp_path: Path) -
         "store_processed": True,
         "polling_interval": 60.0,
     }
-    exchange = Exchange("wake", type="direct")
-    queue = Queue("wake.q", exchange, routing_key="wake.q")
+    exchange = Exchange(name, type="direct")
+    queue = Queue(f"{name}.q", exchange, routing_key=f"{name}.q")
     received: list[object] = []
+
+    def on_message(body: object, message: object) -> None:
+        received.append(body)
+        message.ack()  # type: ignore[attr-defined]
+
     with (
         Connection(transport=AtomicFilesystemTransport, transport_options=options) as consumer,
         Connection(transport=AtomicFilesystemTransport, transport_options=options) as producer,
+        Consumer(consumer, queues=[queue], callbacks=[on_message], accept=["json"]),
     ):
+        producer_ = Producer(producer.channel(), exchange=exchange, serializer="json")
+        yield EmbeddedQueue(
+            folders=folders,
+            consumer=consumer,
+            publish=lambda body: producer_.publish(body, routing_key=f"{name}.q"),
+            received=received,
+        )
 
-        def on_message(body: object, message: object) -> None:
-            received.append(body)
-            message.ack()  # type: ignore[attr-defined]
 
-        with Consumer(consumer, queues=[queue], callbacks=[on_message], accept=["json"]):
-            publish = Producer(producer.channel(), exchange=exchange, serializer="json")
-            timer = later(lambda: publish.publish({"job": 1}, routing_key="wake.q"))
-            consumer.drain_events(timeout=20)  # raises TimeoutError if it slept the minute
-            timer.join()
-    assert received == [{"job": 1}]
-    assert len(list(folders["processed"].iterdir())) == 1
+@linux_only
+def test_the_consumer_takes_a_message_published_while_it_waits(tmp_path: Path) -> None:
+    with embedded_queue(tmp_path, "wake") as q:
+        timer = later(lambda: q.publish({"job": 1}))
+        q.consumer.drain_events(timeout=20)  # raises TimeoutError if it slept the minute
+        timer.join()
+    assert q.received == [{"job": 1}]
+    assert len(list(q.folders["processed"].iterdir())) == 1
 
 
 @linux_only
@@ -133,46 +156,20 @@ def test_a_stopping_worker_ends_its_wait_and_takes_no_new_message(tmp_path: Path
     worker. Without the stop, the same wait takes that message (the control)."""
     from celery import signals
 
-    folders = {name: tmp_path / name for name in ("messages", "processed", "control")}
-    for folder in folders.values():
-        folder.mkdir()
-    options = {
-        "data_folder_in": str(folders["messages"]),
-        "data_folder_out": str(folders["messages"]),
-        "processed_folder": str(folders["processed"]),
-        "control_folder": str(folders["control"]),
-        "store_processed": True,
-        "polling_interval": 60.0,
-    }
-    exchange = Exchange("stop", type="direct")
-    queue = Queue("stop.q", exchange, routing_key="stop.q")
-    received: list[object] = []
-    with (
-        Connection(transport=AtomicFilesystemTransport, transport_options=options) as consumer,
-        Connection(transport=AtomicFilesystemTransport, transport_options=options) as producer,
-    ):
+    with embedded_queue(tmp_path, "stop") as q:
 
-        def on_message(body: object, message: object) -> None:
-            received.append(body)
-            message.ack()  # type: ignore[attr-defined]
+        def stop_then_publish() -> None:
+            signals.worker_shutting_down.send(sender="test", sig="SIGTERM", how="Warm", exitcode=0)
+            q.publish({"job": 2})
 
-        with Consumer(consumer, queues=[queue], callbacks=[on_message], accept=["json"]):
-            publish = Producer(producer.channel(), exchange=exchange, serializer="json")
-
-            def stop_then_publish() -> None:
-                signals.worker_shutting_down.send(
-                    sender="test", sig="SIGTERM", how="Warm", exitcode=0
-                )
-                publish.publish({"job": 2}, routing_key="stop.q")
-
-            try:
-                timer = later(stop_then_publish)
-                with pytest.raises(TimeoutError):
-                    consumer.drain_events(timeout=20)
-                timer.join()
-                assert received == []
-                assert len(list(folders["messages"].iterdir())) == 1  # still queued
-            finally:
-                signals.worker_init.send(sender="test")  # the next worker of this process
-            consumer.drain_events(timeout=20)
-    assert received == [{"job": 2}]
+        try:
+            timer = later(stop_then_publish)
+            with pytest.raises(TimeoutError):
+                q.consumer.drain_events(timeout=20)
+            timer.join()
+            assert q.received == []
+            assert len(list(q.folders["messages"].iterdir())) == 1  # still queued
+        finally:
+            signals.worker_init.send(sender="test")  # the next worker of this process
+        q.consumer.drain_events(timeout=20)
+    assert q.received == [{"job": 2}]
