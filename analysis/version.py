@@ -4,4 +4,4 @@ Bump it whenever a number in the result document can change for the same input: 
 cached and compared by it.
 """
 
-ANALYZER_VERSION = "1.1.0"
+ANALYZER_VERSION = "1.2.0"

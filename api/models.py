@@ -227,7 +227,7 @@ class Readiness(BaseModel):
                         "earshot.render": True,
                         "earshot.webhook": True,
                     },
-                    "analyzer_version": "1.1.0",
+                    "analyzer_version": "1.2.0",
                 }
             ]
         }
