@@ -24,6 +24,10 @@ def warmup() -> dict[str, Analysis]:
         The analysis of the warm-up signal, by profile: a C-major triad (C4, E4, G4) at
         44.1 kHz with a click every half second.
     """
+    # PyAV decodes Ogg Vorbis, m4a and what libsndfile cannot read: ~70 ms of imports that
+    # the first such upload would otherwise pay.
+    import av  # noqa: F401
+
     from analysis.analyze import analyze_file
     from analysis.profiles import PROFILES
 

@@ -51,9 +51,10 @@ TUTORIAL_RSS_LIMIT_MIB = 6 * 1024
 # A warm-up file should exercise every code path (beat tracking needs a few bars).
 MIN_WARMUP_S = 20.0
 
-PIPELINES = ("decode", "tutorial", "earshot")
+PIPELINES = ("decode", "decode_ffmpeg", "tutorial", "earshot")
 LABELS = {
     "decode": "decode floor (soundfile → float32)",
+    "decode_ffmpeg": "FFmpeg decode alone (PyAV: earshot's Ogg Vorbis decoder)",
     "tutorial": "tutorial librosa pipeline",
     "earshot": "earshot `analyze_file`",
 }
@@ -388,6 +389,10 @@ def ratio(numerator: Measurement, denominator: Measurement, attr: str) -> float 
     return float(getattr(numerator, attr)) / float(getattr(denominator, attr))
 
 
+def fmt_ratio(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
+
+
 def verdict(value: float | None, target: float, at_most: bool) -> str:
     if value is None:
         return "n/a"
@@ -460,6 +465,9 @@ def render(
         "|---|---:|---:|---|",
         f"| earshot / decode | {verdict(ratio(earshot, decode, 'wall_s'), 1.5, True)} "
         f"| {verdict(ratio(earshot, decode, 'cpu_s'), 1.5, True)} | ≤ 1.5 |",
+        f"| earshot / FFmpeg decode (its own decoder; for reference) "
+        f"| {fmt_ratio(ratio(earshot, table['decode_ffmpeg'], 'wall_s'))} "
+        f"| {fmt_ratio(ratio(earshot, table['decode_ffmpeg'], 'cpu_s'))} | — |",
         f"| tutorial / earshot | {verdict(ratio(tutorial, earshot, 'wall_s'), 3.5, False)} "
         f"| {verdict(ratio(tutorial, earshot, 'cpu_s'), 3.5, False)} | ≥ 3.5 |",
         "",
