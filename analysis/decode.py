@@ -87,6 +87,9 @@ class AudioSource:
         self._sf: sf.SoundFile | None = None
         self._raw: io.FileIO | None = None
         self._av: Any = None
+        # Ogg Vorbis: FFmpeg decodes it, opened when blocks() is first asked for, so that
+        # reading the header alone (a job's chunk plan) costs one open, not two.
+        self._vorbis = False
         try:
             self.info = self._open()
             check_header(self.info, limits)
@@ -147,7 +150,7 @@ class AudioSource:
             if f.format == "MP3" and not mpeg_declares_length(self.path):
                 frames = None
             if f.format == "OGG" and f.subtype == "VORBIS":
-                self._av = _open_vorbis(self.path)
+                self._vorbis = True
             return AudioInfo(
                 sample_rate=int(f.samplerate),
                 channels=int(f.channels),
@@ -190,12 +193,15 @@ class AudioSource:
         """Yield float32 blocks of shape (n, channels) at the native rate.
 
         ``start`` skips to that sample (per channel) first: a seek where libsndfile decodes
-        the file, a decode-and-drop through PyAV (whose seeks land on packet boundaries, and
-        a chunk of a long file must start on the exact sample).
+        the file; for Ogg Vorbis, an FFmpeg seek to a page a second earlier and a drop by
+        position; otherwise a decode-and-drop through PyAV (whose seeks land on packet
+        boundaries, and a chunk of a long file must start on the exact sample).
 
         Raises ``DurationExceeded`` / ``DecodedSizeExceeded`` as soon as the running count
         passes a limit, ``EmptyAudio`` if nothing decodes, ``UnreadableAudio`` on decoder errors.
         """
+        if self._vorbis and self._av is None:
+            self._av = _open_vorbis(self.path)
         if self._sf is not None and self._av is not None:
             raw = self._vorbis_blocks(start)
         elif self._sf is not None:
