@@ -200,6 +200,8 @@ class FeatureExtractor:
         while self._next_frame < total:
             self._process(min(self._next_frame + self.chunk_frames, total))
         series = {name: np.concatenate(parts) for name, parts in self._parts.items()}
+        for parts in self._parts.values():
+            parts.clear()
         for name in SERIES:
             series[name] = series[name][:total].astype(np.float32, copy=False)
         # librosa.onset.onset_strength(center=True) delays the envelope by n_fft // (2 * hop)
@@ -209,15 +211,20 @@ class FeatureExtractor:
             env = series["onset_strength"]
             env[shift:] = env[:-shift].copy()
             env[:shift] = 0.0
-        matrices = {
-            name: np.ascontiguousarray(
-                np.concatenate(rows, axis=0)[:total].T
-                if rows
-                else np.zeros((0, MATRICES[name]), np.float32).T,
-                dtype=np.float32,
-            )
-            for name, rows in self._rows.items()
-        }
+        # Each (k, frames) matrix is filled block by block, each block freed once copied: an
+        # hour's blocks are ~30 MB, and concatenating them first held them twice more.
+        matrices = {}
+        for name, rows in self._rows.items():
+            width = min(total, sum(block.shape[0] for block in rows))
+            matrix = np.empty((MATRICES[name], width), np.float32)
+            at = 0
+            rows.reverse()
+            while rows:
+                block = rows.pop()
+                m = min(block.shape[0], width - at)
+                matrix[:, at : at + m] = block[:m].T
+                at += m
+            matrices[name] = matrix
         return Features(
             series=series,
             mfcc=self._mfcc,
