@@ -52,6 +52,11 @@ TUTORIAL_RSS_LIMIT_MIB = 6 * 1024
 MIN_WARMUP_S = 20.0
 
 PIPELINES = ("decode", "decode_ffmpeg", "tutorial", "earshot")
+# The decoders and earshot run in this many alternating rounds, and each pipeline's median
+# round (by CPU s) counts: one pinned CPU of this kind of host drifts by ±25 % over minutes,
+# and a ratio of two single runs minutes apart carried it (the same code read 1.37x, 1.39x
+# and 1.49x on 2026-12-04). The tutorial runs once: ~2 minutes, and far from its target.
+ROUNDS = 3
 LABELS = {
     "decode": "decode floor (soundfile → float32)",
     "decode_ffmpeg": "FFmpeg decode alone (PyAV: earshot's Ogg Vorbis decoder)",
@@ -389,6 +394,12 @@ def ratio(numerator: Measurement, denominator: Measurement, attr: str) -> float 
     return float(getattr(numerator, attr)) / float(getattr(denominator, attr))
 
 
+def median_round(measured: list[Measurement]) -> Measurement:
+    """The round with the median CPU s (the first, skipped, when none ran)."""
+    ran = sorted((m for m in measured if not m.skipped), key=lambda m: m.cpu_s)
+    return ran[len(ran) // 2] if ran else measured[0]
+
+
 def fmt_ratio(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f}"
 
@@ -412,6 +423,7 @@ def render(
     tracks: list[Track],
     warmup: Track,
     table: dict[str, Measurement],
+    rounds: dict[str, list[Measurement]],
     series: list[dict[str, Any]],
     cold_warm: tuple[Track, Measurement] | None,
 ) -> str:
@@ -470,6 +482,21 @@ def render(
         f"| {fmt_ratio(ratio(earshot, table['decode_ffmpeg'], 'cpu_s'))} | — |",
         f"| tutorial / earshot | {verdict(ratio(tutorial, earshot, 'wall_s'), 3.5, False)} "
         f"| {verdict(ratio(tutorial, earshot, 'cpu_s'), 3.5, False)} | ≥ 3.5 |",
+        "",
+        f"Each pipeline but the tutorial ran {ROUNDS} rounds in turn and its median round "
+        "(CPU s) is the one above. CPU s by round: "
+        + "; ".join(
+            f"{name} {', '.join(f'{m.cpu_s:.1f}' for m in rounds[name] if not m.skipped)}"
+            for name in PIPELINES
+            if name != "tutorial"
+        )
+        + "; earshot / decode by round: "
+        + ", ".join(
+            f"{e.cpu_s / d.cpu_s:.2f}"
+            for e, d in zip(rounds["earshot"], rounds["decode"], strict=False)
+            if not (e.skipped or d.skipped) and d.cpu_s > 0
+        )
+        + ".",
         "",
         "### Memory series (issue #6): one analysis per fresh process",
         "",
@@ -608,7 +635,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     log(f"file set: {len(tracks)} files from {source}, pinned to CPU {cpu}")
-    table = {p: runner.measure(p, paths, warmup=warmup.path) for p in PIPELINES}
+    rounds: dict[str, list[Measurement]] = {p: [] for p in PIPELINES}
+    for k in range(ROUNDS):
+        for p in PIPELINES:
+            if p != "tutorial" or k == 0:
+                rounds[p].append(runner.measure(p, paths, warmup=warmup.path))
+    table = {p: median_round(measured) for p, measured in rounds.items()}
 
     series: list[dict[str, Any]] = []
     if not args.no_series:
@@ -632,6 +664,7 @@ def main(argv: list[str] | None = None) -> int:
         "load_at_start": load_at_start,
         "cpu": cpu,
         "table": {k: v.__dict__ for k, v in table.items()},
+        "rounds_cpu_s": {k: [m.cpu_s for m in v if not m.skipped] for k, v in rounds.items()},
         "series": [
             {k: (v.__dict__ if isinstance(v, Measurement) else v) for k, v in row.items()}
             for row in series
@@ -652,6 +685,7 @@ def main(argv: list[str] | None = None) -> int:
         tracks=tracks,
         warmup=warmup,
         table=table,
+        rounds=rounds,
         series=series,
         cold_warm=cold_warm,
     )
