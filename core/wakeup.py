@@ -22,6 +22,7 @@ import struct
 import sys
 import threading
 import time
+import weakref
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -128,9 +129,10 @@ class _Changes:
     def _start(self) -> None:
         """Begin watching (called by the first ``mark``, on the event loop)."""
 
-    def mark(self) -> asyncio.Event:
+    def mark(self, job_id: str | None = None) -> asyncio.Event:
         """Now, as something to ``wait`` on: take it before reading the job, so a change that
-        lands between the read and the wait still wakes the waiter."""
+        lands between the read and the wait still wakes the waiter. ``job_id`` names the job
+        the waiter follows: a feed that knows which job changed wakes only its waiters."""
         if self._loop is None:
             self._loop = asyncio.get_running_loop()
             self._start()
@@ -195,9 +197,12 @@ class DatabaseChanges(_Changes):
 class PostgresChanges(_Changes):
     """``DatabaseChanges`` for the PostgreSQL job store: wakes when a job's status changes.
 
-    ``JobStore`` sends ``NOTIFY`` on ``channel`` in the transaction of every status change; one
-    thread per API process holds a connection that LISTENs and wakes the event loop's waiters
-    (every waiter on every change; each re-reads one row). Started by the first ``mark``.
+    ``JobStore`` sends ``NOTIFY`` on ``channel`` in the transaction of every status change, with
+    the job's id as payload; one thread per API process holds a connection that LISTENs and
+    wakes the waiters that follow that job (``mark(job_id)``), and those that follow none.
+    Waking every waiter on every change made each held request re-read its row for every
+    other job's change too: with four clients following their jobs, four reads per change
+    where one does. Started by the first ``mark``.
     ``available`` is True while that connection listens; when it is down (PostgreSQL
     restarting), it reconnects every second and held requests poll meanwhile.
     """
@@ -213,10 +218,29 @@ class PostgresChanges(_Changes):
         self._stop = threading.Event()
         self._listening = threading.Event()
         self._thread: threading.Thread | None = None
+        # The event of each job someone waits on; gone when its last waiter is.
+        self._jobs: weakref.WeakValueDictionary[str, asyncio.Event] = (
+            weakref.WeakValueDictionary()
+        )
 
     @property
     def available(self) -> bool:
         return self._listening.is_set()
+
+    def mark(self, job_id: str | None = None) -> asyncio.Event:
+        changed = super().mark()
+        if job_id is None:
+            return changed
+        event = self._jobs.get(job_id)
+        if event is None:
+            event = self._jobs[job_id] = asyncio.Event()
+        return event
+
+    def _fire_job(self, job_id: str) -> None:
+        event = self._jobs.pop(job_id, None)
+        if event is not None:
+            event.set()
+        self._fire()
 
     def _listen(self) -> None:
         import psycopg
@@ -233,9 +257,9 @@ class PostgresChanges(_Changes):
                     conn.execute(f'LISTEN "{self._channel}"')
                     self._listening.set()
                     while not self._stop.is_set():
-                        for _ in conn.notifies(timeout=0.5):
+                        for notify in conn.notifies(timeout=0.5):
                             assert self._loop is not None
-                            self._loop.call_soon_threadsafe(self._fire)
+                            self._loop.call_soon_threadsafe(self._fire_job, notify.payload)
             except (psycopg.Error, OSError) as exc:
                 if self._listening.is_set():
                     log.warning("job status notifications interrupted: %s", exc)

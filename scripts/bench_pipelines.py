@@ -13,9 +13,11 @@ compressed clips: 5- and 30-second OGG Vorbis cuts of the wesnoth tracks at seve
   --concurrency 2`` on the interactive and batch queues (two processes, as the seed's).
 
 Each pipeline gets the clips from one sequential uploader (upload, follow the job until its
-result is there, next) and from four parallel ones. The seed's client polls its task every
-20 ms (the tutorial offers nothing else); earshot's asks for the job with ``?wait=``, which the
-server holds until the status changes, as earshot's own client and `earshot submit` do. All
+result is there, next) and from four parallel ones. All three stacks are up at once and each
+set of clips runs on them back to back, so the two sides of a ratio are seconds apart. The
+seed's client polls its task every 20 ms (the tutorial offers nothing else); earshot's asks for
+the job with ``?wait=``, which the server holds until the status changes, as earshot's own
+client and `earshot submit` do. All
 clips go at batch priority (no plots are drawn,
 as the seed draws none). jobs/s = clips / (first upload to last result). Beside it: the load
 average when the run started (the machine is shared), the analysis alone warm in-process
@@ -374,16 +376,27 @@ def drive(stack: Stack, clips: list[Path], uploaders: int) -> tuple[float, list[
     return time.perf_counter() - started, latencies, handles
 
 
-def measure_stack(
-    stack: Stack, clip_sets: dict[tuple[int, int], list[Path]], warmup: list[Path]
+def measure_stacks(
+    stacks: dict[str, Stack], clip_sets: dict[tuple[int, int], list[Path]], warmup: list[Path]
 ) -> list[Run]:
-    drive(stack, warmup, WORKERS)
+    """Every clip set through every stack, the stacks of one set back to back.
+
+    All stacks are up at once and each (clip length, uploaders) set runs on them one after
+    the other, so the two sides of a ratio are seconds apart: one CPU of this host drifts by
+    ±25 % over minutes, and with each stack measured whole in turn (seed, then dev, then
+    scaled-out) the in-process cost of one clip read 23 ms in one run and 28 ms in the next.
+    """
+    for stack in stacks.values():
+        drive(stack, warmup, WORKERS)
     runs = []
     for (seconds, uploaders), clips in clip_sets.items():
-        load = os.getloadavg()[0]
-        log(f"  {stack.name}: {len(clips)} x {seconds} s clips, {uploaders} uploader(s) …")
-        wall, latencies, handles = drive(stack, clips, uploaders)
-        runs.append(Run(stack.name, seconds, uploaders, len(clips), wall, load, latencies, handles))
+        for stack in stacks.values():
+            load = os.getloadavg()[0]
+            log(f"  {stack.name}: {len(clips)} x {seconds} s clips, {uploaders} uploader(s) …")
+            wall, latencies, handles = drive(stack, clips, uploaders)
+            runs.append(
+                Run(stack.name, seconds, uploaders, len(clips), wall, load, latencies, handles)
+            )
     return runs
 
 
@@ -539,7 +552,9 @@ def render(
         f"Run of {started:%Y-%m-%d %H:%M} UTC, earshot at {code}, "
         f"`{' '.join(['scripts/bench_pipelines.py', *argv])}`, {os.cpu_count()} CPUs, "
         f"{elapsed_s / 60:.1f} min in all. Clips: OGG Vorbis cuts of the wesnoth tracks "
-        "(stereo, 44.1/48 kHz), distinct per run. jobs/s is clips over first upload to last "
+        "(stereo, 44.1/48 kHz), distinct per run. The three stacks run at once, idle but "
+        "for the one measured, and each set of clips goes through them back to back. "
+        "jobs/s is clips over first upload to last "
         "result, each uploader sending its next clip when the last one's result is there "
         f"(the seed's client polls every {POLL_S * 1000:.0f} ms; earshot's asks with "
         f"`?wait={HOLD_S:g}`, held by the server until the status changes, as earshot's own "
@@ -647,27 +662,34 @@ def main(argv: list[str] | None = None) -> int:
             log(f"in-process: {pipeline} on {IN_PROCESS_CLIPS} x {seconds} s clips …")
             inproc[(pipeline, seconds)] = in_process(pipeline, clips, cpu)
 
-    runs: list[Run] = []
     task_ms: dict[int, list[float]] = {}
-    stacks = {"seed": seed_stack, "dev": earshot_dev_stack, "scaled": earshot_scaled_stack}
-    with tempfile.TemporaryDirectory(prefix="earshot-bench-pipelines-") as tmp:
-        for key, factory in stacks.items():
+    factories = {"seed": seed_stack, "dev": earshot_dev_stack, "scaled": earshot_scaled_stack}
+    with (
+        tempfile.TemporaryDirectory(prefix="earshot-bench-pipelines-") as tmp,
+        contextlib.ExitStack() as up,
+    ):
+        stacks: dict[str, Stack] = {}
+        workdirs: dict[str, Path] = {}
+        for key, factory in factories.items():
             if args.only and key not in args.only:
                 continue
-            workdir = Path(tmp) / key
-            workdir.mkdir()
-            log(f"{key} …")
-            with factory(workdir) as stack:
-                done = measure_stack(stack, clip_sets, warmup)
-                tasks = analyze_task_ms(list(workdir.glob("*.log")))
-                if key == "dev" and not args.no_flood:
-                    log(f"dev: batch flood of {len(flood_batch)} x 30 s clips …")
-                    flood = batch_flood(stack, flood_batch, flood_interactive, workdir / "dev.log")
-            runs += done
-            for run in done:
-                task_ms.setdefault(run.clip_s, []).extend(
-                    tasks[h] for h in run.handles if h in tasks
-                )
+            workdirs[key] = Path(tmp) / key
+            workdirs[key].mkdir()
+            log(f"{key}: starting …")
+            stacks[key] = up.enter_context(factory(workdirs[key]))
+        runs = measure_stacks(stacks, clip_sets, warmup)
+        for key, stack in stacks.items():
+            tasks = analyze_task_ms(list(workdirs[key].glob("*.log")))
+            for run in runs:
+                if run.pipeline == stack.name:
+                    task_ms.setdefault(run.clip_s, []).extend(
+                        tasks[h] for h in run.handles if h in tasks
+                    )
+        if "dev" in stacks and not args.no_flood:
+            log(f"dev: batch flood of {len(flood_batch)} x 30 s clips …")
+            flood = batch_flood(
+                stacks["dev"], flood_batch, flood_interactive, workdirs["dev"] / "dev.log"
+            )
     section = render(
         argv=argv,
         started=started,

@@ -126,7 +126,7 @@ async def job_after_change(
     then less and less often.
     """
     # Taken before each read: a change between the read and the wait still wakes it.
-    mark = changes.mark() if changes is not None else None
+    mark = changes.mark(job_id) if changes is not None else None
     job = await _get(runtime, job_id, owner)
     if wait_s <= 0 or job.status.finished:
         return job
@@ -141,7 +141,7 @@ async def job_after_change(
         else:
             await anyio.sleep(min(interval, left))
             interval = min(interval * CHECK_GROWTH, POLL_INTERVAL_S)
-        mark = changes.mark() if changes is not None else None
+        mark = changes.mark(job_id) if changes is not None else None
         now = await _get(runtime, job_id, owner)
         if now.status is not job.status:
             return now
