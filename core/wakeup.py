@@ -219,9 +219,7 @@ class PostgresChanges(_Changes):
         self._listening = threading.Event()
         self._thread: threading.Thread | None = None
         # The event of each job someone waits on; gone when its last waiter is.
-        self._jobs: weakref.WeakValueDictionary[str, asyncio.Event] = (
-            weakref.WeakValueDictionary()
-        )
+        self._jobs: weakref.WeakValueDictionary[str, asyncio.Event] = weakref.WeakValueDictionary()
 
     @property
     def available(self) -> bool:
