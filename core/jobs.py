@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import (
@@ -30,6 +31,7 @@ from sqlalchemy import (
     Engine,
     Float,
     Index,
+    Insert,
     Integer,
     Select,
     String,
@@ -37,6 +39,7 @@ from sqlalchemy import (
     Update,
     bindparam,
     func,
+    insert,
     select,
     text,
     update,
@@ -233,6 +236,32 @@ def _transition_statement(
 
 
 @functools.cache
+def _insert_statement() -> Insert:
+    """The INSERT of one job row, every column bound by name."""
+    return insert(Base.metadata.tables[JobRow.__tablename__])
+
+
+@functools.cache
+def _cached_result_statement() -> Select[Any]:
+    """The oldest succeeded job with a result of one owner, content, profile and analyzer
+    version (bound as ``owner``, ``sha256``, ``profile``, ``analyzer_version``)."""
+    table = Base.metadata.tables[JobRow.__tablename__]
+    return (
+        select(*table.c)
+        .where(
+            table.c.owner == bindparam("owner"),
+            table.c.sha256 == bindparam("sha256"),
+            table.c.profile == bindparam("profile"),
+            table.c.analyzer_version == bindparam("analyzer_version"),
+            table.c.status == JobStatus.SUCCEEDED.value,
+            table.c.result_prefix.is_not(None),
+        )
+        .order_by(table.c.created_at)
+        .limit(1)
+    )
+
+
+@functools.cache
 def _get_statement() -> Select[Any]:
     table = Base.metadata.tables[JobRow.__tablename__]
     return select(*table.c).where(table.c.id == bindparam("job_id"))
@@ -297,28 +326,42 @@ class JobStore:
         under a limit of 3).
         """
         now = utcnow()
-        row = JobRow(
-            id=job_id or new_job_id(),
-            owner=owner,
-            status=JobStatus.QUEUED.value,
-            stage=None,
-            percent=0.0,
-            filename=filename,
-            size_bytes=size_bytes,
-            sha256=sha256,
-            profile=profile,
-            priority=priority,
-            upload_key=upload_key,
-            idempotency_key=idempotency_key,
-            request_id=request_id,
-            callback_url=callback_url,
-            cached=False,
-            attempts=0,
-            extra=extra or {},
-            created_at=now,
-            updated_at=now,
-        )
+        # Every column, so that the job handed back is the row as inserted.
+        values: dict[str, Any] = {
+            "id": job_id or new_job_id(),
+            "owner": owner,
+            "status": JobStatus.QUEUED.value,
+            "stage": None,
+            "percent": 0.0,
+            "filename": filename,
+            "size_bytes": size_bytes,
+            "sha256": sha256,
+            "profile": profile,
+            "priority": priority,
+            "upload_key": upload_key,
+            "result_prefix": None,
+            "analyzer_version": None,
+            "cached": False,
+            "idempotency_key": idempotency_key,
+            "attempts": 0,
+            "error_code": None,
+            "error_message": None,
+            "request_id": request_id,
+            "callback_url": callback_url,
+            "extra": extra or {},
+            "chunks_total": None,
+            "chunks_done": 0,
+            "created_at": now,
+            "updated_at": now,
+            "started_at": None,
+            "finished_at": None,
+        }
         try:
+            if max_active is None:
+                # A prebuilt Core INSERT: the ORM's unit of work cost ~0.5 ms of an upload.
+                with self.engine.begin() as conn:
+                    conn.execute(_insert_statement(), values)
+                return Job.from_row(SimpleNamespace(**values)), True
             with self.session() as s:
                 if max_active is not None:
                     self._lock_owner(s, owner)
@@ -333,8 +376,8 @@ class JobStore:
                     active = self._count_active(s, owner)
                     if active >= max_active:
                         raise TooManyActiveJobs(active=active, limit=max_active)
-                s.add(row)
-            return Job.from_row(row), True
+                s.execute(_insert_statement(), values)
+            return Job.from_row(SimpleNamespace(**values)), True
         except IntegrityError:
             if idempotency_key is None:
                 raise
@@ -432,22 +475,15 @@ class JobStore:
         ``cached: true`` at once and so tell the caller that someone else analysed that file.
         (Without API keys every job is the anonymous owner's: one tenant, reuse is shared.)
         """
-        q = (
-            select(JobRow)
-            .where(
-                JobRow.owner == owner,
-                JobRow.sha256 == sha256,
-                JobRow.profile == profile,
-                JobRow.analyzer_version == analyzer_version,
-                JobRow.status == JobStatus.SUCCEEDED.value,
-                JobRow.result_prefix.is_not(None),
-            )
-            .order_by(JobRow.created_at)
-            .limit(1)
-        )
-        with self.session() as s:
-            row = s.scalars(q).first()
-            return Job.from_row(row) if row else None
+        params = {
+            "owner": owner,
+            "sha256": sha256,
+            "profile": profile,
+            "analyzer_version": analyzer_version,
+        }
+        with self.engine.connect() as conn:
+            row = conn.execute(_cached_result_statement(), params).first()
+        return Job.from_row(row) if row else None
 
     def stale_active(self, *, older_than: timedelta) -> builtins.list[Job]:
         """Queued or running jobs not updated for ``older_than`` (for the reconciler)."""

@@ -61,3 +61,56 @@ def check_claim_and_succeed(store: JobStore, read: object) -> None:
 
 def test_claim_and_succeed_return_the_row_as_updated(store: JobStore, db_path: Path) -> None:
     check_claim_and_succeed(store, lambda sql, *p: rows(db_path, sql.replace("%s", "?"), *p))
+
+
+# The columns a new job's row is compared on, against the Job that create() hands back.
+CREATED_COLUMNS = (
+    "id, owner, status, stage, percent, filename, size_bytes, sha256, profile, priority, "
+    "upload_key, result_prefix, analyzer_version, cached, idempotency_key, attempts, "
+    "error_code, error_message, request_id, callback_url"
+)
+
+
+def check_create_and_find(store: JobStore, read: object) -> None:
+    """create() hands back the row as inserted (with and without a per-owner limit), and
+    find_cached_result() finds the owner's succeeded job with that content only."""
+    made = []
+    for owner, max_active in (("key-a", None), ("key-b", 5)):
+        job, created = store.create(
+            owner=owner,
+            filename="take.ogg",
+            size_bytes=1234,
+            sha256="cd" * 32,
+            profile="standard",
+            priority=Priority.BATCH.value,
+            upload_key=f"uploads/{owner}",
+            idempotency_key=f"idem-{owner}",
+            request_id="req-1",
+            callback_url="https://example.org/hook",
+            extra={"format": "ogg"},
+            max_active=max_active,
+        )
+        assert created
+        [row] = read(f"SELECT {CREATED_COLUMNS} FROM jobs WHERE id = %s", job.id)  # type: ignore[operator]
+        handed = tuple(getattr(job, name.strip()) for name in CREATED_COLUMNS.split(","))
+        handed = tuple(v.value if isinstance(v, JobStatus) else v for v in handed)
+        assert tuple(bool(v) if isinstance(v, bool) else v for v in row) == handed
+        assert job.extra == {"format": "ogg"} and job.created_at.tzinfo is not None
+        chunks = read("SELECT chunks_total, chunks_done FROM jobs WHERE id = %s", job.id)  # type: ignore[operator]
+        assert chunks == [(None, 0)]
+        made.append(job)
+    first = made[0]
+    find = store.find_cached_result
+    assert find(owner="key-a", sha256="cd" * 32, profile="standard", analyzer_version="9") is None
+    assert store.claim(first.id) is not None
+    store.succeed(first.id, result_prefix="results/a/", analyzer_version="9")
+    found = find(owner="key-a", sha256="cd" * 32, profile="standard", analyzer_version="9")
+    assert found is not None and found.id == first.id and found.result_prefix == "results/a/"
+    # Another owner, profile or analyzer version is not the same result.
+    assert find(owner="key-b", sha256="cd" * 32, profile="standard", analyzer_version="9") is None
+    assert find(owner="key-a", sha256="cd" * 32, profile="fast", analyzer_version="9") is None
+    assert find(owner="key-a", sha256="cd" * 32, profile="standard", analyzer_version="8") is None
+
+
+def test_create_and_find_read_back_the_rows(store: JobStore, db_path: Path) -> None:
+    check_create_and_find(store, lambda sql, *p: rows(db_path, sql.replace("%s", "?"), *p))

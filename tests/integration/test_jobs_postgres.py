@@ -56,6 +56,23 @@ def test_concurrent_creations_never_exceed_the_limit_on_postgres(database_url: s
     assert count(database_url, held) == 0
 
 
+def test_create_and_find_read_back_the_rows_on_postgres(database_url: str) -> None:
+    import psycopg
+
+    from tests.core.test_jobs_transitions import check_create_and_find
+
+    def read(sql: str, *params: object) -> list[tuple[object, ...]]:
+        url = database_url.replace("postgresql+psycopg://", "postgresql://")
+        with psycopg.connect(url) as conn:
+            return conn.execute(sql, params).fetchall()
+
+    store = JobStore(database_url)
+    try:
+        check_create_and_find(store, read)
+    finally:
+        store.dispose()
+
+
 def test_claim_and_succeed_return_the_row_as_updated_on_postgres(database_url: str) -> None:
     import psycopg
 
