@@ -361,9 +361,8 @@ class JobStore:
                 # A prebuilt Core INSERT: the ORM's unit of work cost ~0.5 ms of an upload.
                 with self.engine.begin() as conn:
                     conn.execute(_insert_statement(), values)
-                return Job.from_row(SimpleNamespace(**values)), True
-            with self.session() as s:
-                if max_active is not None:
+            else:
+                with self.session() as s:
                     self._lock_owner(s, owner)
                     if idempotency_key is not None:
                         # A replay is answered with its job even when the owner is at the limit.
@@ -376,7 +375,7 @@ class JobStore:
                     active = self._count_active(s, owner)
                     if active >= max_active:
                         raise TooManyActiveJobs(active=active, limit=max_active)
-                s.execute(_insert_statement(), values)
+                    s.execute(_insert_statement(), values)
             return Job.from_row(SimpleNamespace(**values)), True
         except IntegrityError:
             if idempotency_key is None:
