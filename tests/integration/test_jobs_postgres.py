@@ -6,7 +6,7 @@ the same owner; the rows are counted with psycopg, not through JobStore.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -56,10 +56,10 @@ def test_concurrent_creations_never_exceed_the_limit_on_postgres(database_url: s
     assert count(database_url, held) == 0
 
 
-def test_create_and_find_read_back_the_rows_on_postgres(database_url: str) -> None:
+def _check_with_plain_sql(database_url: str, check: Callable[[JobStore, object], None]) -> None:
+    """Run one of tests/core/test_jobs_transitions.py's checks on PostgreSQL, its rows read
+    back with a plain psycopg connection (not JobStore's engine)."""
     import psycopg
-
-    from tests.core.test_jobs_transitions import check_create_and_find
 
     def read(sql: str, *params: object) -> list[tuple[object, ...]]:
         url = database_url.replace("postgresql+psycopg://", "postgresql://")
@@ -68,26 +68,21 @@ def test_create_and_find_read_back_the_rows_on_postgres(database_url: str) -> No
 
     store = JobStore(database_url)
     try:
-        check_create_and_find(store, read)
+        check(store, read)
     finally:
         store.dispose()
+
+
+def test_create_and_find_read_back_the_rows_on_postgres(database_url: str) -> None:
+    from tests.core.test_jobs_transitions import check_create_and_find
+
+    _check_with_plain_sql(database_url, check_create_and_find)
 
 
 def test_claim_and_succeed_return_the_row_as_updated_on_postgres(database_url: str) -> None:
-    import psycopg
-
     from tests.core.test_jobs_transitions import check_claim_and_succeed
 
-    def read(sql: str, *params: object) -> list[tuple[object, ...]]:
-        url = database_url.replace("postgresql+psycopg://", "postgresql://")
-        with psycopg.connect(url) as conn:
-            return conn.execute(sql, params).fetchall()
-
-    store = JobStore(database_url)
-    try:
-        check_claim_and_succeed(store, read)
-    finally:
-        store.dispose()
+    _check_with_plain_sql(database_url, check_claim_and_succeed)
 
 
 def _new_job(store: JobStore) -> str:
