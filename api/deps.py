@@ -25,12 +25,15 @@ def request_id_from(value: str | None) -> str:
     return uuid.uuid4().hex
 
 
-def get_runtime(request: Request) -> Runtime:
+# The dependencies are ``async`` though they await nothing: FastAPI runs a plain ``def``
+# dependency on a worker thread, and that hand-over, per dependency and request, cost more CPU
+# than a status request's own work.
+async def get_runtime(request: Request) -> Runtime:
     runtime: Runtime = request.app.state.runtime
     return runtime
 
 
-def get_request_id(request: Request) -> str:
+async def get_request_id(request: Request) -> str:
     return str(getattr(request.state, "request_id", "")) or request_id_from(None)
 
 

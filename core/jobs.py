@@ -276,8 +276,17 @@ class JobStore:
 
             Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         self.url = url
-        self.engine = engine or make_engine(url)
-        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        # PostgreSQL connections autocommit: most of the store's work is one statement (a
+        # read, a conditional update, a plain insert), and a transaction around it cost two
+        # more round trips (BEGIN, then COMMIT or ROLLBACK), as many as the statement itself.
+        # One-statement work runs on ``engine`` (writes in ``begin()``, which commits on an
+        # engine that does not autocommit, given as ``engine=``); work of several statements
+        # runs in a session, whose connections are switched to READ COMMITTED transactions.
+        self.engine = engine or make_engine(url, autocommit=True)
+        transactions = self.engine
+        if self.engine.dialect.name == "postgresql":
+            transactions = self.engine.execution_options(isolation_level="READ COMMITTED")
+        self._sessions = sessionmaker(transactions, expire_on_commit=False)
 
     def create_schema(self) -> None:
         """Create missing tables (the embedded mode and tests; production runs migrations)."""

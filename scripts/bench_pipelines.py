@@ -35,6 +35,7 @@ import datetime
 import json
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -198,6 +199,29 @@ def _stop(processes: list[Child]) -> None:
         process.stop()
 
 
+def warm_seed_cache(env: dict[str, str]) -> None:
+    """Compile the tutorial's numba code into the seed's NUMBA_CACHE_DIR in one process.
+
+    Two pool processes compiling into one cold cache at once corrupt it: every later process
+    that loads it crashes (SIGSEGV in librosa's beat tracker). The cache is the bench's own, so
+    a crashed warm-up wipes it and compiles again.
+    """
+    cache = Path(env["NUMBA_CACHE_DIR"])
+    code = (
+        "from scripts.bench.measure import tutorial_pipeline; "
+        f"tutorial_pipeline()({str(ROOT / 'samples' / 'click120_cmajor.ogg')!r})"
+    )
+    for _attempt in (1, 2):
+        done = subprocess.run(
+            [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, check=False
+        )
+        if done.returncode == 0:
+            return
+        log(f"seed: numba warm-up failed ({done.returncode}); wiping {cache}")
+        shutil.rmtree(cache, ignore_errors=True)
+    raise BenchError(f"the seed's analysis fails in one process:\n{done.stderr.decode()}")
+
+
 @contextlib.contextmanager
 def seed_stack(workdir: Path) -> Iterator[Stack]:
     with rabbitmq_vhost() as broker:
@@ -205,8 +229,11 @@ def seed_stack(workdir: Path) -> Iterator[Stack]:
             **os.environ,
             "SEED_BROKER_URL": broker,
             "SEED_UPLOADS": str(workdir / "uploads"),
+            # The seed's own compiled code, kept between runs and filled by one process.
+            "NUMBA_CACHE_DIR": str(CACHE / "seed-numba-cache"),
             **dict.fromkeys(THREAD_VARS, "1"),
         }
+        warm_seed_cache(env)
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         processes: list[Child] = []

@@ -6,7 +6,9 @@ the same owner; the rows are counted with psycopg, not through JobStore.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -189,3 +191,43 @@ def test_a_status_change_wakes_the_waiters_of_that_job_only(database_url: str) -
     assert any_woken is True  # a waiter that follows no job wakes on every change
     assert second_quiet is False  # the first job's claim did not wake the second's waiter
     assert second_woken is True
+
+
+def test_pooled_connections_the_server_closed_are_replaced_unseen(database_url: str) -> None:
+    """PostgreSQL ends every session of the store (as a restart or an administrator does):
+    the next statements run on new connections instead of failing once per pooled one.
+
+    The store asks the server nothing before a statement (no ``SELECT 1`` ping); the server's
+    hang-up is read off each pooled connection's socket at checkout. The sessions are counted
+    and ended with plain psycopg, from outside the store.
+    """
+    import psycopg
+
+    url = database_url.replace("postgresql+psycopg://", "postgresql://")
+    others = (
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+        "AND pid <> pg_backend_pid()"
+    )
+    store = JobStore(database_url)
+    try:
+        # Several pooled connections: threads hold them at once.
+        with ThreadPoolExecutor(4) as pool:
+            ids = list(pool.map(lambda _: _new_job(store), range(8)))
+        with psycopg.connect(url, autocommit=True) as admin:
+            pids = [row[0] for row in admin.execute(others).fetchall()]
+            assert len(pids) >= 2
+            for pid in pids:
+                admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+            # Ended sessions leave pg_stat_activity once their backends are gone.
+            deadline = time.monotonic() + 5
+            while admin.execute(others).fetchall() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert admin.execute(others).fetchall() == []
+            with ThreadPoolExecutor(4) as pool:
+                jobs = list(pool.map(store.get, ids))
+            assert [job.id for job in jobs] == ids
+            assert store.claim(ids[0]) is not None
+            now = {row[0] for row in admin.execute(others).fetchall()}
+        assert now and now.isdisjoint(pids)
+    finally:
+        store.dispose()
