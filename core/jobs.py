@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -51,6 +52,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sess
 from core.database import make_engine
 from core.errors import JobNotFound, TooManyActiveJobs
 from core.names import JobStatus
+from core.wakeup import announce_status_change, status_folder
 
 ACTIVE_STATES = (JobStatus.QUEUED.value, JobStatus.RUNNING.value)
 
@@ -271,10 +273,14 @@ class JobStore:
     """Job records on SQLite or PostgreSQL."""
 
     def __init__(self, url: str, *, engine: Engine | None = None) -> None:
+        # SQLite: where status changes are announced to the API's held requests (PostgreSQL
+        # announces them with NOTIFY, in the statement that makes them).
+        self._status_folder: Path | None = None
         if url.startswith("sqlite:///"):
-            from pathlib import Path
-
-            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+            database = Path(url.removeprefix("sqlite:///"))
+            database.parent.mkdir(parents=True, exist_ok=True)
+            self._status_folder = status_folder(database)
+            self._status_folder.mkdir(exist_ok=True)
         self.url = url
         # PostgreSQL connections autocommit: most of the store's work is one statement (a
         # read, a conditional update, a plain insert), and a transaction around it cost two
@@ -542,6 +548,8 @@ class JobStore:
                 row, matched = None, result.first() is not None
             else:
                 row, matched = None, result.rowcount > 0
+        if matched and "status" in values and self._status_folder is not None:
+            announce_status_change(self._status_folder, job_id)
         return matched, None if row is None else Job.from_row(row)
 
     def claim(self, job_id: str) -> Job | None:

@@ -30,8 +30,9 @@ log = logging.getLogger(__name__)
 # inotify(7)'s event of a file renamed into the folder: how a message appears (written under
 # another name first, core.broker.AtomicFilesystemChannel._put), so one event per message.
 IN_MOVED_TO = 0x00000080
-# A file written (the SQLite database or its write-ahead log, see DatabaseChanges).
-IN_MODIFY = 0x00000002
+# A file opened for writing was closed: how the embedded store announces a job's status change
+# (``announce_status_change``), whether or not the file existed.
+IN_CLOSE_WRITE = 0x00000008
 _EVENT_HEADER = struct.Struct("iIII")  # struct inotify_event: wd, mask, cookie, len; then name
 _READ_SIZE = 64 * 1024
 
@@ -114,17 +115,49 @@ def _names(data: bytes) -> set[str]:
     return names
 
 
+def status_folder(database: Path) -> Path:
+    """The folder in which the embedded store at ``database`` announces status changes."""
+    return database.with_name(database.name + ".status")
+
+
+def announce_status_change(folder: Path, job_id: str) -> None:
+    """Tell the API's held status requests on the embedded store that ``job_id``'s status
+    changed (called after the change is committed): a file named after the job is written
+    in ``folder`` and removed. Never raises: a waiter still finds the change when it polls.
+    """
+    if not job_id or "/" in job_id or job_id.startswith("."):
+        return
+    path = folder / job_id
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
+        os.unlink(path)
+    except FileNotFoundError:
+        pass  # another process announced the same job at the same moment and removed it
+    except OSError as exc:
+        log.debug("status change of job %s not announced: %s", job_id, exc)
+
+
 class _Changes:
-    """What both change feeds share: an event that is set and replaced on every change, which
-    waiters take (``mark``) before reading their job and then ``wait`` on."""
+    """What both change feeds share: waiters take an event (``mark``) before reading their
+    job, then ``wait`` on it. The event of a job is set when that job's status changes; the
+    event of a waiter that follows no job is set on every change."""
 
     def __init__(self) -> None:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._changed = asyncio.Event()
+        # The event of each job someone waits on; gone when its last waiter is.
+        self._jobs: weakref.WeakValueDictionary[str, asyncio.Event] = weakref.WeakValueDictionary()
 
     def _fire(self) -> None:
         self._changed.set()
         self._changed = asyncio.Event()
+
+    def _fire_jobs(self, job_ids: set[str]) -> None:
+        for job_id in job_ids:
+            event = self._jobs.pop(job_id, None)
+            if event is not None:
+                event.set()
+        self._fire()
 
     def _start(self) -> None:
         """Begin watching (called by the first ``mark``, on the event loop)."""
@@ -132,11 +165,16 @@ class _Changes:
     def mark(self, job_id: str | None = None) -> asyncio.Event:
         """Now, as something to ``wait`` on: take it before reading the job, so a change that
         lands between the read and the wait still wakes the waiter. ``job_id`` names the job
-        the waiter follows: a feed that knows which job changed wakes only its waiters."""
+        the waiter follows: only a change of that job wakes it."""
         if self._loop is None:
             self._loop = asyncio.get_running_loop()
             self._start()
-        return self._changed
+        if job_id is None:
+            return self._changed
+        event = self._jobs.get(job_id)
+        if event is None:
+            event = self._jobs[job_id] = asyncio.Event()
+        return event
 
     async def wait(self, mark: asyncio.Event, timeout: float) -> bool:
         """Whether something changed after ``mark`` and before ``timeout`` seconds."""
@@ -152,20 +190,28 @@ class _Changes:
 
 
 class DatabaseChanges(_Changes):
-    """``await changed(timeout)``: until the SQLite database at ``path`` is written (by any
-    process: a worker marking a job done writes its write-ahead log), or ``timeout``.
+    """``await changed(timeout)``: until a job's status changes in the embedded SQLite store at
+    ``path`` (by any process: a worker claiming or finishing a job), or ``timeout``.
 
     For the API's held status requests (``GET /v1/analyses/{id}?wait=``) on the embedded
-    store: they re-read their job when the database changed instead of every few
-    milliseconds. One inotify watch on the database's folder, read by the event loop; every
-    waiter wakes on every write (each re-reads one row, ~0.2 ms). ``available`` is False where
-    inotify is not (then waiters only time out, and poll).
+    store: they re-read their job when its status changed instead of every few milliseconds.
+    The store announces each change with a file named after the job in ``status_folder(path)``
+    (``announce_status_change``); one inotify watch on that folder, read by the event loop,
+    wakes the waiters of that job. Watching the database file itself woke every waiter on every
+    write, each to re-read its row: with four clients, four reads where one does.
+    ``available`` is False where inotify is not (then waiters only time out, and poll).
     """
 
     def __init__(self, path: Path) -> None:
         super().__init__()
-        self._prefix = path.name  # earshot.db, earshot.db-wal, earshot.db-journal
-        self._fd = _inotify_fd(str(path.parent), IN_MODIFY | IN_MOVED_TO)
+        folder = status_folder(path)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            log.info("no status folder %s (%s): held requests poll", folder, exc)
+            self._fd: int | None = None
+        else:
+            self._fd = _inotify_fd(str(folder), IN_CLOSE_WRITE)
 
     @property
     def available(self) -> bool:
@@ -177,8 +223,8 @@ class DatabaseChanges(_Changes):
         with contextlib.suppress(BlockingIOError):
             while chunk := os.read(self._fd, _READ_SIZE):
                 data += chunk
-        if any(name.startswith(self._prefix) for name in _names(data)):
-            self._fire()
+        if names := _names(data):
+            self._fire_jobs(names)
 
     def _start(self) -> None:
         if self._fd is not None:
@@ -218,27 +264,10 @@ class PostgresChanges(_Changes):
         self._stop = threading.Event()
         self._listening = threading.Event()
         self._thread: threading.Thread | None = None
-        # The event of each job someone waits on; gone when its last waiter is.
-        self._jobs: weakref.WeakValueDictionary[str, asyncio.Event] = weakref.WeakValueDictionary()
 
     @property
     def available(self) -> bool:
         return self._listening.is_set()
-
-    def mark(self, job_id: str | None = None) -> asyncio.Event:
-        changed = super().mark()
-        if job_id is None:
-            return changed
-        event = self._jobs.get(job_id)
-        if event is None:
-            event = self._jobs[job_id] = asyncio.Event()
-        return event
-
-    def _fire_job(self, job_id: str) -> None:
-        event = self._jobs.pop(job_id, None)
-        if event is not None:
-            event.set()
-        self._fire()
 
     def _listen(self) -> None:
         import psycopg
@@ -257,7 +286,7 @@ class PostgresChanges(_Changes):
                     while not self._stop.is_set():
                         for notify in conn.notifies(timeout=0.5):
                             assert self._loop is not None
-                            self._loop.call_soon_threadsafe(self._fire_job, notify.payload)
+                            self._loop.call_soon_threadsafe(self._fire_jobs, {notify.payload})
             except (psycopg.Error, OSError) as exc:
                 if self._listening.is_set():
                     log.warning("job status notifications interrupted: %s", exc)

@@ -13,6 +13,7 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from kombu import Connection, Consumer, Exchange, Producer, Queue
@@ -113,39 +114,72 @@ def test_the_consumer_takes_a_message_published_while_it_waits(tmp_path: Path) -
     assert len(list(q.folders["processed"].iterdir())) == 1
 
 
-@linux_only
-def test_a_write_to_the_sqlite_store_wakes_a_held_status_request(tmp_path: Path) -> None:
-    import asyncio
-    import sqlite3
+def check_waiters_of_that_job_only(store: Any, changes: Any) -> None:
+    """A held request follows one job: another job's change must not make it re-read its row
+    (with every waiter woken by every change, four clients cost four reads per change), nor
+    must a progress write; a waiter that follows no job wakes on every status change.
 
+    ``store`` is a JobStore and ``changes`` the API's feed of its changes; each status change
+    is made by another thread, as a worker process makes it.
+    """
+    import asyncio
+    import time
+
+    def new_job() -> str:
+        job, _ = store.create(
+            filename="a.wav", size_bytes=1, sha256="0" * 64, profile="fast", priority="batch"
+        )
+        return str(job.id)
+
+    async def scenario() -> tuple[bool, ...]:
+        changes.mark()
+        deadline = time.monotonic() + 10
+        while not changes.available and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        assert changes.available
+        first, second = new_job(), new_job()
+        of_first, of_second, of_any = changes.mark(first), changes.mark(second), changes.mark()
+        timer = later(lambda: store.claim(first))
+        first_woken = await changes.wait(of_first, 60.0)  # False only after the minute
+        timer.join()
+        any_woken = of_any.is_set()
+        second_quiet = await changes.wait(of_second, 0.5)
+        assert store.claim(second) is not None
+        assert await changes.wait(of_second, 60.0)  # the claim (read after it was made)
+        of_second = changes.mark(second)  # running now: its next change is the end
+        timer = later(lambda: store.update_progress(second, stage="features", percent=50.0))
+        progress_quiet = await changes.wait(of_second, 0.5)
+        timer.join()
+        timer = later(lambda: store.succeed(second, result_prefix="r/", analyzer_version="x"))
+        second_woken = await changes.wait(of_second, 60.0)
+        timer.join()
+        return first_woken, any_woken, second_quiet, progress_quiet, second_woken
+
+    first_woken, any_woken, second_quiet, progress_quiet, second_woken = asyncio.run(scenario())
+    assert first_woken is True
+    assert any_woken is True  # a waiter that follows no job wakes on every change
+    assert second_quiet is False  # the first job's claim did not wake the second's waiter
+    assert progress_quiet is False  # a progress write is not a status change
+    assert second_woken is True
+
+
+@linux_only
+def test_a_status_change_in_the_sqlite_store_wakes_the_waiters_of_that_job_only(
+    tmp_path: Path,
+) -> None:
+    from core.jobs import JobStore
     from core.wakeup import DatabaseChanges
 
     db = tmp_path / "earshot.db"
-    with contextlib.closing(sqlite3.connect(db)) as conn, conn:
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("CREATE TABLE jobs (id TEXT, status TEXT)")
-
-    def write() -> None:
-        # Another connection, as a worker process writes: its WAL append is what wakes.
-        with contextlib.closing(sqlite3.connect(db)) as other, other:
-            other.execute("INSERT INTO jobs VALUES ('a', 'succeeded')")
-
-    async def scenario() -> tuple[bool, bool]:
-        changes = DatabaseChanges(db)
-        assert changes.available
-        try:
-            (tmp_path / "unrelated.txt").write_text("x")  # another file of the folder
-            quiet = await changes.changed(0.3)
-            timer = later(write)
-            woken = await changes.changed(60.0)  # woken by the write, not the minute
-            timer.join()
-            return quiet, woken
-        finally:
-            changes.close()
-
-    quiet, woken = asyncio.run(scenario())
-    assert quiet is False
-    assert woken is True
+    store = JobStore(f"sqlite:///{db}")
+    store.create_schema()
+    changes = DatabaseChanges(db)
+    try:
+        (tmp_path / "unrelated.txt").write_text("x")  # another file of the folder
+        check_waiters_of_that_job_only(store, changes)
+    finally:
+        changes.close()
+        store.dispose()
 
 
 @linux_only

@@ -152,45 +152,17 @@ def test_a_held_wait_wakes_on_a_status_change_from_another_process(database_url:
 
 
 def test_a_status_change_wakes_the_waiters_of_that_job_only(database_url: str) -> None:
-    """A held request follows one job: another job's change must not make it re-read its row
-    (with every waiter woken by every change, four clients cost four reads per change)."""
-    import asyncio
-    import time
-
     from core.jobs import JOB_STATUS_CHANNEL
     from core.wakeup import PostgresChanges
-    from tests.core.test_wakeup import later
+    from tests.core.test_wakeup import check_waiters_of_that_job_only
 
     store = JobStore(database_url)
     changes = PostgresChanges(database_url, JOB_STATUS_CHANNEL)
-
-    async def scenario() -> tuple[bool, bool, bool, bool]:
-        changes.mark()
-        deadline = time.monotonic() + 10
-        while not changes.available and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
-        assert changes.available
-        first, second = _new_job(store), _new_job(store)
-        of_first, of_second, of_any = changes.mark(first), changes.mark(second), changes.mark()
-        timer = later(lambda: store.claim(first))
-        first_woken = await changes.wait(of_first, 60.0)  # False only after the minute
-        timer.join()
-        any_woken = of_any.is_set()
-        second_quiet = await changes.wait(of_second, 0.5)
-        timer = later(lambda: store.claim(second))
-        second_woken = await changes.wait(of_second, 60.0)
-        timer.join()
-        return first_woken, any_woken, second_quiet, second_woken
-
     try:
-        first_woken, any_woken, second_quiet, second_woken = asyncio.run(scenario())
+        check_waiters_of_that_job_only(store, changes)
     finally:
         changes.close()
         store.dispose()
-    assert first_woken is True
-    assert any_woken is True  # a waiter that follows no job wakes on every change
-    assert second_quiet is False  # the first job's claim did not wake the second's waiter
-    assert second_woken is True
 
 
 def test_pooled_connections_the_server_closed_are_replaced_unseen(database_url: str) -> None:
