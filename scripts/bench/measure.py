@@ -40,7 +40,10 @@ def decode_pipeline() -> Pipeline:
 
 
 def ffmpeg_decode_pipeline() -> Pipeline:
-    """FFmpeg's decoder alone, as earshot decodes Ogg Vorbis: PyAV's frames, planes read in place.
+    """FFmpeg's decoder alone: PyAV's frames, each frame's planes read in place.
+
+    earshot decodes Ogg Vorbis with the same decoder; since 26a684b it reads the frames out of
+    FFmpeg's AudioFifo a block at a time, which costs less Python per frame than this loop.
 
     The planes are read as float32, the format of FFmpeg's Vorbis (and most lossy) decoders;
     for another format the count is still right and the values are not used.

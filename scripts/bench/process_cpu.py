@@ -1,0 +1,96 @@
+"""Where a short job's CPU goes: CPU time per job of every process on the machine, by role.
+
+Brings up one of `scripts/bench_pipelines.py`'s stacks (the seed, `earshot dev` or the
+scaled-out one), sends a few warm-up clips, then sends CLIPS five-second clips through
+UPLOADERS clients as that script does, reading user + system time of every process in /proc
+before and after. Each process is put under a role by its command line (PostgreSQL, RabbitMQ,
+the API, each worker process, this script's own HTTP clients, the rest of the machine).
+
+    .venv/bin/python scripts/bench/process_cpu.py scaled [--uploaders 4] [--clips 100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from scripts import bench_pipelines as pipelines  # noqa: E402 - needs ROOT on sys.path
+
+STACKS = {
+    "seed": pipelines.seed_stack,
+    "dev": pipelines.earshot_dev_stack,
+    "scaled": pipelines.earshot_scaled_stack,
+}
+WARMUP_CLIPS = 6
+
+
+def role(pid: str, name: str, command: str) -> str:
+    if "postgres" in name or "postgres" in command:
+        return "postgres"
+    if name.startswith(("beam", "erl", "epmd")):
+        return "rabbitmq"
+    if pid == str(os.getpid()):
+        return "bench clients"
+    if "seed.py worker" in command:
+        return "seed worker (all processes)"
+    if "seed.py api" in command:
+        return "seed api"
+    if " worker" in command and "earshot" in command:
+        return f"earshot worker process {pid}"
+    if " serve" in command or (" dev" in command and "earshot" in command):
+        return "earshot api (dev: api + its workers)" if " dev" in command else "earshot api"
+    return "rest of the machine"
+
+
+def cpu_by_role() -> collections.Counter[str]:
+    """User + system CPU seconds of every live process, summed by ``role``."""
+    tick = os.sysconf("SC_CLK_TCK")
+    seconds: collections.Counter[str] = collections.Counter()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            raw = stat.read_text()
+            command = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue  # ended meanwhile
+        name = raw[raw.index("(") + 1 : raw.rindex(")")]
+        fields = raw.rsplit(")", 1)[1].split()
+        seconds[role(stat.parent.name, name, command)] += (int(fields[11]) + int(fields[12])) / tick
+    return seconds
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("stack", choices=sorted(STACKS))
+    parser.add_argument("--uploaders", type=int, default=4)
+    parser.add_argument("--clips", type=int, default=100)
+    args = parser.parse_args(argv)
+    clips = pipelines.make_clips(5, WARMUP_CLIPS + args.clips)
+    with (
+        tempfile.TemporaryDirectory(prefix="earshot-process-cpu-") as tmp,
+        STACKS[args.stack](Path(tmp)) as stack,
+    ):
+        pipelines.drive(stack, clips[:WARMUP_CLIPS], 2)
+        before = cpu_by_role()
+        wall, _, _ = pipelines.drive(stack, clips[WARMUP_CLIPS:], args.uploaders)
+        after = cpu_by_role()
+    jobs = args.clips
+    print(f"{stack.name}: {jobs} x 5 s clips, {args.uploaders} uploaders, {jobs / wall:.1f} jobs/s")
+    print("| process | CPU ms per job |\n|---|---:|")
+    for key in sorted(after):
+        print(f"| {key} | {1000 * (after[key] - before.get(key, 0.0)) / jobs:.1f} |")
+    total = sum(after.values()) - sum(before.values())
+    print(f"| all | {1000 * total / jobs:.1f} |")
+    print(f"(wall x CPUs per job: {1000 * wall * os.cpu_count() / jobs:.1f} ms)")  # type: ignore[operator]
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
