@@ -28,6 +28,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     Boolean,
+    Connection,
     DateTime,
     Engine,
     Float,
@@ -425,15 +426,16 @@ class JobStore:
             raise NotImplementedError(f"no per-owner lock for the {dialect} database")
 
     @staticmethod
-    def _count_active(s: Session, owner: str) -> int:
+    def _count_active(s: Session | Connection, owner: str) -> int:
         q = select(func.count()).select_from(JobRow).where(JobRow.status.in_(ACTIVE_STATES))
         return int(s.scalar(q.where(JobRow.owner == owner)) or 0)
 
     def find_by_idempotency_key(self, owner: str, key: str) -> Job | None:
-        with self.session() as s:
-            q = select(JobRow).where(JobRow.idempotency_key == key, JobRow.owner == owner)
-            row = s.scalars(q).first()
-            return Job.from_row(row) if row else None
+        table = Base.metadata.tables[JobRow.__tablename__]
+        q = select(*table.c).where(table.c.idempotency_key == key, table.c.owner == owner)
+        with self.engine.connect() as conn:
+            row = conn.execute(q).first()
+        return Job.from_row(row) if row else None
 
     # -- reading --------------------------------------------------------------------------
 
@@ -477,8 +479,8 @@ class JobStore:
 
     def count_active(self, *, owner: str) -> int:
         """Queued + running jobs of ``owner`` now (a hint: ``create(max_active=)`` decides)."""
-        with self.session() as s:
-            return self._count_active(s, owner)
+        with self.engine.connect() as conn:
+            return self._count_active(conn, owner)
 
     def find_cached_result(
         self, *, owner: str, sha256: str, profile: str, analyzer_version: str
