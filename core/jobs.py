@@ -265,6 +265,15 @@ def _cached_result_statement() -> Select[Any]:
 
 
 @functools.cache
+def _idempotency_statement() -> Select[Any]:
+    """The job of one owner and Idempotency-Key (bound as ``owner`` and ``key``)."""
+    table = Base.metadata.tables[JobRow.__tablename__]
+    return select(*table.c).where(
+        table.c.owner == bindparam("owner"), table.c.idempotency_key == bindparam("key")
+    )
+
+
+@functools.cache
 def _get_statement() -> Select[Any]:
     table = Base.metadata.tables[JobRow.__tablename__]
     return select(*table.c).where(table.c.id == bindparam("job_id"))
@@ -382,10 +391,8 @@ class JobStore:
                     self._lock_owner(s, owner)
                     if idempotency_key is not None:
                         # A replay is answered with its job even when the owner is at the limit.
-                        q = select(JobRow).where(
-                            JobRow.idempotency_key == idempotency_key, JobRow.owner == owner
-                        )
-                        existing_row = s.scalars(q).first()
+                        params = {"owner": owner, "key": idempotency_key}
+                        existing_row = s.execute(_idempotency_statement(), params).first()
                         if existing_row is not None:
                             return Job.from_row(existing_row), False
                     active = self._count_active(s, owner)
@@ -431,10 +438,8 @@ class JobStore:
         return int(s.scalar(q.where(JobRow.owner == owner)) or 0)
 
     def find_by_idempotency_key(self, owner: str, key: str) -> Job | None:
-        table = Base.metadata.tables[JobRow.__tablename__]
-        q = select(*table.c).where(table.c.idempotency_key == key, table.c.owner == owner)
         with self.engine.connect() as conn:
-            row = conn.execute(q).first()
+            row = conn.execute(_idempotency_statement(), {"owner": owner, "key": key}).first()
         return Job.from_row(row) if row else None
 
     # -- reading --------------------------------------------------------------------------

@@ -136,19 +136,30 @@ def run_earshot(
     return done
 
 
-def group_cpu_s(pgid: int) -> float:
-    """User + system CPU seconds of the live processes of process group ``pgid``."""
-    total = 0
+def live_processes() -> Iterator[tuple[int, str, list[str]]]:
+    """``(pid, command name, the /proc/<pid>/stat fields after the name)`` of every live process.
+
+    The command name may hold spaces and parentheses; the fields after its last ")" don't:
+    state ppid pgrp session ... (``process_cpu_s`` reads utime and stime from them).
+    """
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            # The command name may hold spaces and parentheses; the fields after its last ")"
-            # don't: state ppid pgrp session ... utime (12th after it) stime (13th).
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
+            raw = stat.read_text()
+        except OSError:
             continue  # the process ended while we looked
-        if int(fields[2]) == pgid:
-            total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
+        head, paren, rest = raw.rpartition(")")
+        if paren:
+            yield int(stat.parent.name), head.partition("(")[2], rest.split()
+
+
+def process_cpu_s(fields: list[str]) -> float:
+    """User + system CPU seconds from a process's ``live_processes`` fields."""
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def group_cpu_s(pgid: int) -> float:
+    """User + system CPU seconds of the live processes of process group ``pgid``."""
+    return sum(process_cpu_s(fields) for _, _, fields in live_processes() if int(fields[2]) == pgid)
 
 
 class Child:

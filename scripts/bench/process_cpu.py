@@ -23,6 +23,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from scripts import bench_pipelines as pipelines  # noqa: E402 - needs ROOT on sys.path
+from scripts.bench.harness import live_processes, process_cpu_s  # noqa: E402
 
 STACKS = {
     "seed": pipelines.seed_stack,
@@ -32,37 +33,35 @@ STACKS = {
 WARMUP_CLIPS = 6
 
 
-def role(pid: str, name: str, command: str) -> str:
+def role(pid: int, name: str, command: str) -> str:
     if "postgres" in name or "postgres" in command:
         return "postgres"
     if name.startswith(("beam", "erl", "epmd")):
         return "rabbitmq"
-    if pid == str(os.getpid()):
+    if pid == os.getpid():
         return "bench clients"
     if "seed.py worker" in command:
         return "seed worker (all processes)"
     if "seed.py api" in command:
         return "seed api"
-    if " worker" in command and "earshot" in command:
+    if "earshot" in command and " worker" in command:
         return f"earshot worker process {pid}"
-    if " serve" in command or (" dev" in command and "earshot" in command):
-        return "earshot api (dev: api + its workers)" if " dev" in command else "earshot api"
+    if "earshot" in command and " dev" in command:
+        return "earshot api (dev: api + its workers)"
+    if " serve" in command:
+        return "earshot api"
     return "rest of the machine"
 
 
 def cpu_by_role() -> collections.Counter[str]:
     """User + system CPU seconds of every live process, summed by ``role``."""
-    tick = os.sysconf("SC_CLK_TCK")
     seconds: collections.Counter[str] = collections.Counter()
-    for stat in Path("/proc").glob("[0-9]*/stat"):
+    for pid, name, fields in live_processes():
         try:
-            raw = stat.read_text()
-            command = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
         except OSError:
             continue  # ended meanwhile
-        name = raw[raw.index("(") + 1 : raw.rindex(")")]
-        fields = raw.rsplit(")", 1)[1].split()
-        seconds[role(stat.parent.name, name, command)] += (int(fields[11]) + int(fields[12])) / tick
+        seconds[role(pid, name, command)] += process_cpu_s(fields)
     return seconds
 
 
