@@ -16,7 +16,7 @@ import librosa
 import numpy as np
 import scipy.fft
 
-from analysis.features import Features
+from analysis.features import Features, segment_sums
 from analysis.segments import level_db
 
 # Bar lengths (beats per bar) the meter chooses from.
@@ -134,10 +134,9 @@ def beat_accents(
         LEVEL_WEIGHT * _standardise(_window_max(level, frames, radius), floor=0.1),
         LOW_BAND_WEIGHT * _standardise(_window_max(low, frames, radius), floor=0.1),
     ]
-    chroma = features.matrices["chroma"].astype(np.float64)
     bounds = np.unique(frames)
     if bounds.size == n_beats and n_beats > 1:
-        sums = np.add.reduceat(chroma, bounds, axis=1)
+        sums = segment_sums(features.matrices["chroma"], bounds)
         norms = np.linalg.norm(sums, axis=0)
         unit = sums / np.where(norms > 1e-9, norms, 1.0)
         change = np.zeros(n_beats)

@@ -17,7 +17,7 @@ import itertools
 import numpy as np
 import scipy.cluster.hierarchy
 
-from analysis.features import Features
+from analysis.features import Features, segment_sums
 from analysis.loudness import LOUDNESS_FLOOR_LUFS, Loudness, integrated_loudness
 from analysis.rhythm import choose_tempo, tempo_candidates
 from analysis.schema import ResultSection, ResultSectionKey
@@ -155,11 +155,10 @@ def unit_features(features: Features, starts: np.ndarray) -> np.ndarray:
     if n == 0:
         return np.zeros((starts.size, 12 + MFCC_COEFFS))
     counts = np.diff(np.append(starts, n)).astype(np.float64)
-    chroma = np.add.reduceat(features.matrices["chroma"].astype(np.float64), starts, axis=1)
+    chroma = segment_sums(features.matrices["chroma"], starts)
     norms = np.linalg.norm(chroma, axis=0)
     chroma = chroma / np.where(norms > 1e-9, norms, 1.0)
-    mfcc = features.matrices["mfcc"][:MFCC_COEFFS].astype(np.float64)
-    mfcc = np.add.reduceat(mfcc, starts, axis=1) / counts
+    mfcc = segment_sums(features.matrices["mfcc"][:MFCC_COEFFS], starts) / counts
     mfcc = mfcc - mfcc.mean(axis=1, keepdims=True)
     mfcc /= np.maximum(mfcc.std(axis=1, keepdims=True), MFCC_STD_FLOOR)
     return np.concatenate([chroma, mfcc / np.sqrt(MFCC_COEFFS)], axis=0).T

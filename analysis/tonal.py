@@ -253,8 +253,8 @@ def estimate_key(pcp: np.ndarray, hop_s: float, duration_s: float) -> Key:
         or flat (silence). Noise and unpitched drums do get a best key, with a confidence near
         0 (``key_confidence``).
     """
-    pcp = np.asarray(pcp, dtype=np.float64)
-    mean = pcp.mean(axis=1) if pcp.shape[1:] and pcp.shape[1] else np.zeros(12)
+    pcp = np.asarray(pcp)
+    mean = _mean_profile(pcp) if pcp.shape[1:] and pcp.shape[1] else np.zeros(12)
     if pcp.shape[0] != 12 or np.ptp(mean) <= 1e-9:
         return Key("C", "major", 0.0, (), (KeySegment(0.0, duration_s, "C", "major", 0.0),))
     scores = key_scores(mean)
@@ -282,10 +282,10 @@ def local_keys(pcp: np.ndarray, hop_s: float, duration_s: float) -> tuple[KeySeg
     step = max(round(STEP_S / hop_s), 1)
     half = max(round(WINDOW_S / (2 * hop_s)), 1)
     centres = np.arange(step // 2, n, step)
-    cumulative = np.concatenate([np.zeros((12, 1)), np.cumsum(pcp, axis=1)], axis=1)
+    cumulative = _RunningSums(pcp)
     lo = np.clip(centres - half, 0, n)
     hi = np.clip(centres + half, 0, n)
-    windows = cumulative[:, hi] - cumulative[:, lo]
+    windows = cumulative.at(hi) - cumulative.at(lo)
     path = _viterbi(key_scores(windows))
     # Boundaries (in frames) where the path changes key; runs as [start, end) frame ranges.
     changes = [
@@ -301,7 +301,7 @@ def local_keys(pcp: np.ndarray, hop_s: float, duration_s: float) -> tuple[KeySeg
     runs = _merge_short(runs, round(SEGMENT_MIN_S / hop_s))
     keyed: list[tuple[int, int, int]] = []
     for a, b in runs:
-        k = int(np.argmax(key_scores(pcp[:, a:b].mean(axis=1))))
+        k = int(np.argmax(key_scores(_mean_profile(pcp, a, b))))
         if keyed and keyed[-1][2] == k:
             keyed[-1] = (keyed[-1][0], b, k)
         else:
@@ -312,15 +312,63 @@ def local_keys(pcp: np.ndarray, hop_s: float, duration_s: float) -> tuple[KeySeg
         keyed[i - 1], keyed[i] = (a1, boundary, k1), (boundary, b2, k2)
     segments = []
     for i, (a, b, k) in enumerate(keyed):
-        scores = key_scores(pcp[:, a:b].mean(axis=1))
+        scores = key_scores(_mean_profile(pcp, a, b))
         start = 0.0 if i == 0 else a * hop_s
         end = duration_s if i == len(keyed) - 1 else b * hop_s
         segments.append(KeySegment(start, end, *_name(k), key_confidence(scores)))
     return tuple(segments)
 
 
+class _RunningSums:
+    """The float64 sums of the first ``j`` frames of each row of ``pcp`` (12, frames), for any
+    ``j`` in ``0..frames``: ``np.cumsum(pcp, axis=1, dtype=np.float64)`` with a zero column in
+    front, read at chosen frames.
+
+    An hour's whole (12, frames + 1) array is 14 MiB, which set the peak of a long file's
+    analysis. This keeps the sums at every ``block``-th frame and works a block's sums out
+    again when they are read, adding the same numbers in the same order as ``np.cumsum``
+    (each sum is the previous one plus the next frame), so they are the same bits.
+    """
+
+    def __init__(self, pcp: np.ndarray, block: int = 4096) -> None:
+        self._pcp, self._block = pcp, block
+        # Column b: the sums of the frames before frame b * block.
+        self._carried = np.zeros((pcp.shape[0], pcp.shape[1] // block + 1))
+        for b in range(1, self._carried.shape[1]):
+            self._carried[:, b] = self._block_sums(b - 1)[:, -1]
+
+    def _block_sums(self, b: int) -> np.ndarray:
+        """Column c: the sums of the frames up to and including frame b * block + c."""
+        first = b * self._block
+        x = self._pcp[:, first : first + self._block].astype(np.float64)
+        if b:
+            x[:, 0] += self._carried[:, b]
+        return np.cumsum(x, axis=1, out=x)
+
+    def at(self, frames: np.ndarray) -> np.ndarray:
+        """(12, len(frames)): the sums of the first ``frames[i]`` frames in column i."""
+        frames = np.asarray(frames, dtype=np.int64)
+        out = np.zeros((self._pcp.shape[0], frames.size))
+        last = frames - 1  # the last frame each sum includes (-1: none, the sum is 0)
+        blocks = np.where(last >= 0, last // self._block, -1)
+        for b in np.unique(blocks[blocks >= 0]):
+            picked = blocks == b
+            out[:, picked] = self._block_sums(int(b))[:, last[picked] - b * self._block]
+        return out
+
+
+def _mean_profile(pcp: np.ndarray, a: int = 0, b: int | None = None) -> np.ndarray:
+    """The float64 mean of frames ``a:b`` of each row of ``pcp`` (12, frames).
+
+    Row by row: a float64 copy of an hour's whole profile is 14 MiB, the largest array of
+    the analysis. Each row's float64 mean is the same pairwise sum either way, so the same
+    bits as ``pcp.astype(np.float64)[:, a:b].mean(axis=1)``.
+    """
+    return np.array([row[a:b].astype(np.float64).mean() for row in pcp])
+
+
 def _change_point(
-    cumulative: np.ndarray,
+    cumulative: _RunningSums,
     boundary: int,
     span: tuple[int, int],
     keys: tuple[int, int],
@@ -334,7 +382,8 @@ def _change_point(
     edges = np.arange(lo, hi + 1, step)
     if edges.size < 2:
         return boundary
-    scores = key_scores(cumulative[:, edges[1:]] - cumulative[:, edges[:-1]])
+    sums = cumulative.at(edges)
+    scores = key_scores(sums[:, 1:] - sums[:, :-1])
     lead = scores[keys[1]] - scores[keys[0]]
     # Gain of a boundary at edges[j]: the lead summed over the blocks from j on.
     gain = np.append(np.cumsum(lead[::-1])[::-1], 0.0)

@@ -96,3 +96,19 @@ def test_per_frame_matrices_are_librosas_chroma_and_mfcc(noisy_chord: np.ndarray
     np.testing.assert_allclose(features.matrices["mfcc"].mean(axis=1), features.mfcc.mean(), 1e-4)
     # C, E and G are the chord's pitch classes: the strongest rows of the chroma.
     assert set(np.argsort(features.matrices["chroma"].mean(axis=1))[-3:]) == {0, 4, 7}
+
+
+def test_extractors_fed_in_turn_give_what_each_gives_alone(
+    noisy_chord: np.ndarray, rng: np.random.Generator
+):
+    # They share one thread's FFT buffers (features._scratch).
+    other = (0.3 * rng.standard_normal(noisy_chord.size)).astype(np.float32)
+    alone = [spectral_features(y, 22050, chunk_frames=40) for y in (noisy_chord, other)]
+    extractors = [FeatureExtractor(22050, chunk_frames=40) for _ in range(2)]
+    for piece in range(0, noisy_chord.size, 5000):
+        for extractor, y in zip(extractors, (noisy_chord, other), strict=True):
+            extractor.push(y[piece : piece + 5000])
+    for extractor, expected in zip(extractors, alone, strict=True):
+        together = extractor.finish()
+        for name, series in expected.series.items():
+            np.testing.assert_array_equal(together.series[name], series)
