@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.append(str(ROOT))
 
 from scripts.bench.harness import write_section  # noqa: E402 - needs ROOT on sys.path
+from scripts.bench_pipelines import ratios_to_seed  # noqa: E402
 
 DOC = ROOT / "docs" / "benchmarks.md"
 CACHE = ROOT / ".bench"
@@ -129,20 +130,19 @@ def goals(args: argparse.Namespace) -> list[tuple[str, str, str, bool | None, st
     pipelines = load_json("pipelines.json")
     if pipelines:
         where = f"`{pipelines['command']}`, {pipelines['started'][:16]}"
-        runs = pipelines["runs"]
-        seed = {(r["clip_s"], r["uploaders"]): r for r in runs if r["pipeline"].startswith("seed")}
-        for r in runs:
-            base = seed.get((r["clip_s"], r["uploaders"]))
-            if base is None or base is r:
-                continue
-            ratio = r["jobs_per_s"] / base["jobs_per_s"]
+        runs = [{"round": 0, **r} for r in pipelines["runs"]]  # runs before rounds: one
+        for (clip_s, uploaders, pipeline), by_round in ratios_to_seed(runs).items():
+            ratio = statistics.median(by_round)
+            loads = [
+                r["load"] for r in runs if (r["clip_s"], r["uploaders"]) == (clip_s, uploaders)
+            ]
             rows.append(
                 (
-                    f"throughput, {r['clip_s']}-s clips, {r['uploaders']} uploader(s), "
-                    f"{r['pipeline']}",
+                    f"throughput, {clip_s}-s clips, {uploaders} uploader(s), {pipeline}",
                     "≥ 2 x seed",
-                    f"{ratio:.2f} x ({r['jobs_per_s']:.1f} vs {base['jobs_per_s']:.1f} jobs/s; "
-                    f"load {base['load']:.2f} / {r['load']:.2f})",
+                    f"{ratio:.2f} x median of {len(by_round)} round(s): "
+                    f"{', '.join(f'{x:.2f}' for x in by_round)} "
+                    f"(load {min(loads):.2f}-{max(loads):.2f})",
                     ratio >= 2.0,
                     where,
                 )

@@ -73,6 +73,11 @@ MEASURE = ROOT / "scripts" / "bench" / "measure.py"
 # gave 1.76x and 2.33x the seed (2026-12-04).
 CLIPS = {5: 100, 30: 24}
 QUICK_CLIPS = {5: 12, 30: 4}
+# Rounds of every (clip length, uploaders) set through every stack, in turn; each round has
+# its own clips. A ratio is the median of its rounds': one 100-clip run of the scaled-out
+# stack read 1.89x, 2.55x and 1.96x the seed in three `make bench` runs (2026-12-04).
+ROUNDS = 3
+QUICK_ROUNDS = 1
 UPLOADERS = (1, 4)
 POLL_S = 0.02
 # Seconds earshot's status requests ask the server to hold them (`GET …?wait=`).
@@ -116,12 +121,18 @@ def make_clips(seconds: int, n: int) -> list[Path]:
     log(f"cutting {n} {seconds}-second clips into {folder.relative_to(ROOT)} …")
     i = 0
     offset = 15.0
+    # Consecutive cuts of a track lie a few seconds apart, so that the tracks (41, mostly
+    # 2-5 min) hold the ~600 distinct clips of a run's three rounds.
+    spacing = seconds + 2.0
     while i < n:
         for track in tracks:
             if i >= n:
                 break
             info = sf.info(str(track))
             if info.duration < offset + seconds:
+                continue
+            if wanted[i].exists():  # cut by an earlier, shorter call
+                i += 1
                 continue
             y, sr = sf.read(
                 str(track),
@@ -133,7 +144,7 @@ def make_clips(seconds: int, n: int) -> list[Path]:
             sf.write(str(partial), y, sr, format="OGG", subtype="VORBIS")
             partial.replace(wanted[i])
             i += 1
-        offset += 37.0
+        offset += spacing
         if offset > 600:
             raise BenchError("the wesnoth tracks are too short for that many clips")
     return wanted
@@ -357,6 +368,7 @@ class Run:
     pipeline: str
     clip_s: int
     uploaders: int
+    round: int
     jobs: int
     wall_s: float
     load: float
@@ -404,27 +416,68 @@ def drive(stack: Stack, clips: list[Path], uploaders: int) -> tuple[float, list[
 
 
 def measure_stacks(
-    stacks: dict[str, Stack], clip_sets: dict[tuple[int, int], list[Path]], warmup: list[Path]
+    stacks: dict[str, Stack],
+    clip_sets: dict[tuple[int, int, int], list[Path]],
+    warmup: list[Path],
 ) -> list[Run]:
-    """Every clip set through every stack, the stacks of one set back to back.
+    """Every clip set, keyed (clip length, uploaders, round), through every stack, the stacks
+    of one set back to back.
 
-    All stacks are up at once and each (clip length, uploaders) set runs on them one after
-    the other, so the two sides of a ratio are seconds apart: one CPU of this host drifts by
-    ±25 % over minutes, and with each stack measured whole in turn (seed, then dev, then
-    scaled-out) the in-process cost of one clip read 23 ms in one run and 28 ms in the next.
+    All stacks are up at once and each set runs on them one after the other, so the two sides
+    of a ratio are seconds apart: one CPU of this host drifts by ±25 % over minutes, and with
+    each stack measured whole in turn (seed, then dev, then scaled-out) the in-process cost
+    of one clip read 23 ms in one run and 28 ms in the next. Rounds come one after another,
+    each over every (clip length, uploaders).
     """
     for stack in stacks.values():
         drive(stack, warmup, WORKERS)
     runs = []
-    for (seconds, uploaders), clips in clip_sets.items():
+    for (seconds, uploaders, round_), clips in sorted(clip_sets.items(), key=lambda kv: kv[0][2]):
         for stack in stacks.values():
             load = os.getloadavg()[0]
-            log(f"  {stack.name}: {len(clips)} x {seconds} s clips, {uploaders} uploader(s) …")
+            log(
+                f"  round {round_ + 1}, {stack.name}: {len(clips)} x {seconds} s clips, "
+                f"{uploaders} uploader(s) …"
+            )
             wall, latencies, handles = drive(stack, clips, uploaders)
             runs.append(
-                Run(stack.name, seconds, uploaders, len(clips), wall, load, latencies, handles)
+                Run(
+                    stack.name,
+                    seconds,
+                    uploaders,
+                    round_,
+                    len(clips),
+                    wall,
+                    load,
+                    latencies,
+                    handles,
+                )
             )
     return runs
+
+
+def ratios_to_seed(
+    runs: list[Run] | list[dict[str, Any]],
+) -> dict[tuple[int, int, str], list[float]]:
+    """earshot ÷ seed jobs/s of each round, by (clip length, uploaders, pipeline).
+
+    Each round's ratio is taken against the seed's run of the same round, seconds apart.
+    ``runs`` are Runs or their dicts (``.bench/pipelines.json``).
+    """
+    rows = [r if isinstance(r, dict) else {**r.__dict__, "jobs_per_s": r.jobs_per_s} for r in runs]
+    seed = {
+        (r["clip_s"], r["uploaders"], r["round"]): r["jobs_per_s"]
+        for r in rows
+        if r["pipeline"].startswith("seed")
+    }
+    ratios: dict[tuple[int, int, str], list[float]] = {}
+    for r in rows:
+        base = seed.get((r["clip_s"], r["uploaders"], r["round"]))
+        if base and not r["pipeline"].startswith("seed"):
+            ratios.setdefault((r["clip_s"], r["uploaders"], r["pipeline"]), []).append(
+                r["jobs_per_s"] / base
+            )
+    return ratios
 
 
 TASK_LINE = re.compile(r"Task earshot\.analyze\[([0-9a-f]+)\] succeeded in ([0-9.]+)s")
@@ -580,7 +633,9 @@ def render(
         f"`{' '.join(['scripts/bench_pipelines.py', *argv])}`, {os.cpu_count()} CPUs, "
         f"{elapsed_s / 60:.1f} min in all. Clips: OGG Vorbis cuts of the wesnoth tracks "
         "(stereo, 44.1/48 kHz), distinct per run. The three stacks run at once, idle but "
-        "for the one measured, and each set of clips goes through them back to back. "
+        "for the one measured, and each set of clips goes through them back to back; every "
+        "set runs in rounds, one after another, each with its own clips, and a ratio is the "
+        "median of its rounds' (each round's earshot run against the seed's of that round). "
         "jobs/s is clips over first upload to last "
         "result, each uploader sending its next clip when the last one's result is there "
         f"(the seed's client polls every {POLL_S * 1000:.0f} ms; earshot's asks with "
@@ -588,18 +643,27 @@ def render(
         "client does), at batch priority. *load* is the 1-minute "
         "load average when the run started: other work on this shared machine competes.",
         "",
-        "| clip | uploaders | pipeline | jobs | wall s | jobs/s | latency p50 ms | load "
-        "| earshot ÷ seed |",
-        "|---:|---:|---|---:|---:|---:|---:|---:|---:|",
+        "| clip | uploaders | pipeline | jobs per round | jobs/s by round | latency p50 ms "
+        "| load | earshot ÷ seed by round | earshot ÷ seed (median) |",
+        "|---:|---:|---|---:|---|---:|---|---|---:|",
     ]
-    seed = {(r.clip_s, r.uploaders): r for r in runs if r.pipeline.startswith("seed")}
-    for r in sorted(runs, key=lambda r: (r.clip_s, r.uploaders, not r.pipeline.startswith("s"))):
-        base = seed.get((r.clip_s, r.uploaders))
-        ratio = "" if base is None or base is r else f"{r.jobs_per_s / base.jobs_per_s:.2f}"
+    ratios = ratios_to_seed(runs)
+    groups: dict[tuple[int, int, str], list[Run]] = {}
+    for r in runs:
+        groups.setdefault((r.clip_s, r.uploaders, r.pipeline), []).append(r)
+    for (clip_s, uploaders, pipeline), group in sorted(
+        groups.items(), key=lambda kv: (kv[0][0], kv[0][1], not kv[0][2].startswith("s"))
+    ):
+        group.sort(key=lambda r: r.round)
+        by_round = ratios.get((clip_s, uploaders, pipeline), [])
+        latencies = [x for r in group for x in r.latency_s]
         lines.append(
-            f"| {r.clip_s} s | {r.uploaders} | {r.pipeline} | {r.jobs} | {r.wall_s:.2f} "
-            f"| {r.jobs_per_s:.1f} | {statistics.median(r.latency_s) * 1000:.0f} "
-            f"| {r.load:.2f} | {ratio} |"
+            f"| {clip_s} s | {uploaders} | {pipeline} | {group[0].jobs} "
+            f"| {', '.join(f'{r.jobs_per_s:.1f}' for r in group)} "
+            f"| {statistics.median(latencies) * 1000:.0f} "
+            f"| {', '.join(f'{r.load:.2f}' for r in group)} "
+            f"| {', '.join(f'{x:.2f}' for x in by_round)} "
+            f"| {f'{statistics.median(by_round):.2f}' if by_round else ''} |"
         )
     lines += [
         "",
@@ -662,20 +726,23 @@ def main(argv: list[str] | None = None) -> int:
         log(f"bench_pipelines: ignoring {' '.join(ignored)}")
     argv = [a for a in argv if a not in ignored]
     counts = QUICK_CLIPS if args.quick else CLIPS
+    rounds = QUICK_ROUNDS if args.quick else ROUNDS
     started = datetime.datetime.now(datetime.UTC)
     t0 = time.perf_counter()
 
-    # Distinct clips per (length, uploaders): earshot answers a file it has seen from cache.
-    clip_sets: dict[tuple[int, int], list[Path]] = {}
+    # Distinct clips per (length, uploaders, round): earshot answers a file it has seen from
+    # cache.
+    clip_sets: dict[tuple[int, int, int], list[Path]] = {}
+    sets = [(uploaders, round_) for round_ in range(rounds) for uploaders in UPLOADERS]
     for seconds, n in counts.items():
-        pool = make_clips(seconds, n * len(UPLOADERS) + WARMUP_CLIPS)
-        for k, uploaders in enumerate(UPLOADERS):
-            clip_sets[(seconds, uploaders)] = pool[
+        pool = make_clips(seconds, n * len(sets) + WARMUP_CLIPS)
+        for k, (uploaders, round_) in enumerate(sets):
+            clip_sets[(seconds, uploaders, round_)] = pool[
                 WARMUP_CLIPS + k * n : WARMUP_CLIPS + (k + 1) * n
             ]
     warmup = make_clips(5, WARMUP_CLIPS)
     # The flood's clips come after those of the runs above (distinct: none is a cache hit).
-    used_30 = counts[30] * len(UPLOADERS) + WARMUP_CLIPS
+    used_30 = counts[30] * len(sets) + WARMUP_CLIPS
     flood_pool = make_clips(30, used_30 + FLOOD_BATCH + FLOOD_INTERACTIVE)
     flood_batch = flood_pool[used_30 : used_30 + FLOOD_BATCH]
     flood_interactive = flood_pool[used_30 + FLOOD_BATCH :]
