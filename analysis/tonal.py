@@ -285,7 +285,9 @@ def local_keys(pcp: np.ndarray, hop_s: float, duration_s: float) -> tuple[KeySeg
     cumulative = _RunningSums(pcp)
     lo = np.clip(centres - half, 0, n)
     hi = np.clip(centres + half, 0, n)
-    windows = cumulative.at(hi) - cumulative.at(lo)
+    # One read for both ends: each read works the blocks it touches out again.
+    ends = cumulative.at(np.concatenate([hi, lo]))
+    windows = ends[:, : hi.size] - ends[:, hi.size :]
     path = _viterbi(key_scores(windows))
     # Boundaries (in frames) where the path changes key; runs as [start, end) frame ranges.
     changes = [
