@@ -108,7 +108,10 @@ def test_extractors_fed_in_turn_give_what_each_gives_alone(
     for piece in range(0, noisy_chord.size, 5000):
         for extractor, y in zip(extractors, (noisy_chord, other), strict=True):
             extractor.push(y[piece : piece + 5000])
-    for extractor, expected in zip(extractors, alone, strict=True):
+    for extractor, expected, y in zip(extractors, alone, (noisy_chord, other), strict=True):
         together = extractor.finish()
         for name, series in expected.series.items():
             np.testing.assert_array_equal(together.series[name], series)
+        # And each is its own signal's, by librosa's computation.
+        centroid = librosa.feature.spectral_centroid(y=y, sr=22050)[0]
+        np.testing.assert_allclose(together.series["spectral_centroid_hz"], centroid, rtol=1e-3)
