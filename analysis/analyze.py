@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 from analysis.decode import AudioSource, downmix, mono_resampler, open_audio
@@ -36,6 +37,7 @@ def analyze_file(
     profile: str = DEFAULT_PROFILE,
     limits: Limits = Limits(),  # noqa: B008 - frozen, so a shared default is safe
     progress: Progress | None = None,
+    source: AudioSource | None = None,
 ) -> Analysis:
     """Analyse one audio file on local disk.
 
@@ -51,6 +53,10 @@ def analyze_file(
     progress : callable(stage, fraction) or None
         Called with a stage name and the overall fraction done (strictly increasing, ending
         at 1.0). An exception it raises propagates out of ``analyze_file`` unchanged.
+    source : AudioSource or None
+        ``open_audio(path, limits=limits)`` already opened by the caller (to read the header
+        first, as a worker does to plan a long file's chunks), none of its blocks read: its
+        decoder is used rather than opening the file again. The caller closes it.
 
     Returns
     -------
@@ -67,9 +73,10 @@ def analyze_file(
     report = ProgressReporter(progress)
     path = Path(path)
     report("decode+features", 0.0)
-    with open_audio(path, limits=limits) as source:
-        info = source.info
-        features, loudness, duration_s = _decode_and_extract(source, params, report)
+    opening = open_audio(path, limits=limits) if source is None else contextlib.nullcontext(source)
+    with opening as opened:
+        info = opened.info
+        features, loudness, duration_s = _decode_and_extract(opened, params, report)
     report("rhythm", 0.9)
     analysis = describe(
         info,

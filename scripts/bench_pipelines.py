@@ -16,8 +16,10 @@ Each pipeline gets the clips from one sequential uploader (upload, follow the jo
 result is there, next) and from four parallel ones. All three stacks are up at once and each
 set of clips runs on them back to back, so the two sides of a ratio are seconds apart. The
 seed's client polls its task every 20 ms (the tutorial offers nothing else); earshot's asks for
-the job with ``?wait=``, which the server holds until the status changes, as earshot's own
-client and `earshot submit` do. All
+the job with ``?wait=…&until=finished``, which the server holds until the job has ended, as
+earshot's own client does when only the outcome is wanted (``Client.analyze``, ``Client.wait``
+without ``on_change``; `earshot submit` also records each job's start, so it asks once per
+status change). All
 clips go at batch priority (no plots are drawn,
 as the seed draws none). jobs/s = clips / (first upload to last result). Beside it: the load
 average when the run started (the machine is shared), the analysis alone warm in-process
@@ -184,9 +186,10 @@ def earshot_submit(client: Any, url: str, path: Path) -> str:
 
 
 def earshot_finished(client: Any, url: str, job_id: str) -> bool:
-    # As earshot's own client follows a job (earshot.client.Client.wait): the answer is held
-    # until the status changes, so the client neither sleeps nor asks again in between.
-    job = client.get(f"{url}/v1/analyses/{job_id}?wait={HOLD_S:g}").json()
+    # As earshot's own client follows a job whose outcome alone it wants (Client.wait without
+    # on_change): the answer is held until the job has ended, so the client neither sleeps
+    # nor asks again in between.
+    job = client.get(f"{url}/v1/analyses/{job_id}?wait={HOLD_S:g}&until=finished").json()
     if job["status"] in ("failed", "canceled"):
         raise BenchError(f"earshot job {job_id} {job['status']}: {job.get('error')}")
     return bool(job["status"] == "succeeded")
@@ -525,7 +528,7 @@ def batch_flood(stack: Stack, batch: list[Path], interactive: list[Path], logs: 
             deadline = time.perf_counter() + JOB_TIMEOUT_S
             while time.perf_counter() < deadline:
                 job: dict[str, Any] = client.get(
-                    f"{stack.url}/v1/analyses/{job_id}?wait={HOLD_S:g}"
+                    f"{stack.url}/v1/analyses/{job_id}?wait={HOLD_S:g}&until=finished"
                 ).json()
                 if job["status"] == "succeeded":
                     return job
@@ -639,8 +642,9 @@ def render(
         "jobs/s is clips over first upload to last "
         "result, each uploader sending its next clip when the last one's result is there "
         f"(the seed's client polls every {POLL_S * 1000:.0f} ms; earshot's asks with "
-        f"`?wait={HOLD_S:g}`, held by the server until the status changes, as earshot's own "
-        "client does), at batch priority. *load* is the 1-minute "
+        f"`?wait={HOLD_S:g}&until=finished`, held by the server until the job has ended, as "
+        "earshot's own client does when it only wants the outcome), at batch priority. "
+        "*load* is the 1-minute "
         "load average when the run started: other work on this shared machine competes.",
         "",
         "| clip | uploaders | pipeline | jobs per round | jobs/s by round | latency p50 ms "

@@ -53,6 +53,7 @@ def _deliver(
     """
     # The analysis stack (librosa, numpy) loads when a task runs, not with the task module.
     from analysis import ANALYZER_VERSION, analyze_file
+    from analysis.decode import open_audio
 
     try:
         job = runtime.jobs.claim(job_id)
@@ -69,8 +70,12 @@ def _deliver(
     with job_outcome(runtime, job, attempts=job.attempts, retry=retry) as outcome:
         check_attempts(runtime.settings, job.attempts)
         limits = limits_of(runtime.settings)
-        with runtime.blobs.local_path(job.upload_key or upload_key(job_id)) as path:
-            plan = plan_for(runtime, job, path, limits)
+        with (
+            runtime.blobs.local_path(job.upload_key or upload_key(job_id)) as path,
+            # Opened once: its header plans the job, its decoder then runs the analysis.
+            open_audio(path, limits=limits) as source,
+        ):
+            plan = plan_for(runtime, job, source.info)
             if plan is not None:
                 # A long file: its chunks run on several workers; this delivery is done.
                 return start_chunks(runtime, job, plan), None
@@ -88,6 +93,7 @@ def _deliver(
                 profile=job.profile,
                 limits=limits,
                 progress=progress_writer(runtime, job_id),
+                source=source,
             )
         metrics.observe_analysis(
             seconds=time.monotonic() - started,

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from celery import Task, shared_task
@@ -40,7 +39,7 @@ from tasks.steps import after_end, cancel_checker, limits_of, retrier, runtime_o
 
 if TYPE_CHECKING:
     from analysis.chunks import ChunkPlan
-    from analysis.limits import Limits
+    from analysis.decode import AudioInfo
 
 log = logging.getLogger(__name__)
 
@@ -48,18 +47,15 @@ log = logging.getLogger(__name__)
 CHUNKS_STAGE = "chunks"
 
 
-def plan_for(runtime: Runtime, job: Job, path: Path, limits: Limits) -> ChunkPlan | None:
-    """The chunk plan of a job whose header declares more than EARSHOT_CHUNK_MIN_DURATION_S.
+def plan_for(runtime: Runtime, job: Job, info: AudioInfo) -> ChunkPlan | None:
+    """The chunk plan of a job whose header (``info``) declares more than
+    EARSHOT_CHUNK_MIN_DURATION_S.
 
-    None for a file to analyse in one pass (short, or of undeclared length). Raises what
-    ``open_audio`` raises for a header over a limit.
+    None for a file to analyse in one pass (short, or of undeclared length).
     """
     from analysis.chunks import plan_chunks
-    from analysis.decode import open_audio
 
     settings = runtime.settings
-    with open_audio(path, limits=limits) as source:
-        info = source.info
     if info.duration_s is None or info.duration_s <= settings.chunk_min_duration_s:
         return None
     plan = plan_chunks(

@@ -41,6 +41,13 @@ IMMUTABLE = "private, max-age=31536000, immutable"
 JobId = Annotated[str, Path(description="Job id.", max_length=64)]
 
 
+class Until(StrEnum):
+    """What a held ``GET /v1/analyses/{id}?wait=`` waits for."""
+
+    CHANGE = "change"
+    FINISHED = "finished"
+
+
 class ResultFormat(StrEnum):
     JSON = "json"
     CSV = "csv"
@@ -99,8 +106,10 @@ def list_analyses(
     description="The job: its status, progress, error when failed, and links to its result. "
     "With `wait`, a queued or running job's answer is held until its status changes (queued → "
     "running → succeeded, failed or canceled) or `wait` seconds pass, whichever comes first: "
-    "one request per change instead of a poll every so often. The server holds a request at "
-    "most `EARSHOT_STATUS_WAIT_MAX_S` (30 s by default).",
+    "one request per change instead of a poll every so often. With `until=finished` as well, "
+    "the answer is held past `running` until the job has ended (or `wait` seconds pass): one "
+    "request for a client that only wants the outcome. The server holds a request at most "
+    "`EARSHOT_STATUS_WAIT_MAX_S` (30 s by default).",
     responses=problems.responses(errors.NotFound, errors.Unauthorized, errors.StoreUnavailable),
 )
 async def get_analysis(
@@ -117,6 +126,13 @@ async def get_analysis(
             "(0, the default: answer at once).",
         ),
     ] = 0.0,
+    until: Annotated[
+        Until,
+        Query(
+            description="With `wait`: `change` (the default) answers at the first status "
+            "change; `finished` only once the job has succeeded, failed or been canceled.",
+        ),
+    ] = Until.CHANGE,
 ) -> Analysis:
     job = await job_after_change(
         runtime,
@@ -124,6 +140,7 @@ async def get_analysis(
         owner,
         wait_s=min(wait, runtime.settings.status_wait_max_s),
         changes=getattr(request.app.state, "db_changes", None),
+        until_finished=until is Until.FINISHED,
     )
     return Analysis.from_job(job)
 

@@ -115,10 +115,12 @@ async def job_after_change(
     *,
     wait_s: float,
     changes: DatabaseChanges | PostgresChanges | None = None,
+    until_finished: bool = False,
 ) -> Job:
     """The job once its status differs from what it is now, or after ``wait_s`` seconds, or at
     once when it is finished (or ``wait_s`` is 0). Raises NotFound for an unknown id, also when
-    the job is deleted while waited for.
+    the job is deleted while waited for. ``until_finished``: a change to another unfinished
+    status (queued → running) is not an answer; only the end of the job is.
 
     With ``changes`` available (the embedded store's writes seen through inotify, or the
     PostgreSQL store's status notifications), the job is read again whenever it may have
@@ -143,7 +145,7 @@ async def job_after_change(
             interval = min(interval * CHECK_GROWTH, POLL_INTERVAL_S)
         mark = changes.mark(job_id) if changes is not None else None
         now = await _get(runtime, job_id, owner)
-        if now.status is not job.status:
+        if now.status.finished or (now.status is not job.status and not until_finished):
             return now
         job = now  # progress moved: answer with the newest state when the time is up
 

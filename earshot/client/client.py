@@ -185,12 +185,17 @@ class Client:
         """Upload one file for analysis; returns the job (queued, or succeeded from cache)."""
         return self.upload(path, profile=profile, priority=priority, key=key)[0]
 
-    def get(self, job: Mapping[str, Any] | str, *, wait: float = 0.0) -> Job:
+    def get(
+        self, job: Mapping[str, Any] | str, *, wait: float = 0.0, until_finished: bool = False
+    ) -> Job:
         """The job as the API has it now; with ``wait``, once its status changes or ``wait``
-        seconds pass (the server holds the answer, up to its EARSHOT_STATUS_WAIT_MAX_S)."""
+        seconds pass (the server holds the answer, up to its EARSHOT_STATUS_WAIT_MAX_S). With
+        ``until_finished`` too, once it has ended: a move to ``running`` is not an answer."""
         # In the URL itself: httpx's ``params`` would replace a query the path carried.
         hold = min(wait, MAX_HOLD_S, self.transport.timeout / 2)
         query = f"?wait={hold:g}" if hold > 0 else ""
+        if query and until_finished:
+            query += "&until=finished"
         found: Job = self.transport.request("GET", f"/v1/analyses/{_quoted(job)}{query}").json()
         return found
 
@@ -209,8 +214,10 @@ class Client:
         milliseconds, not half a poll interval later, and a long one costs a request per
         ``poll_interval``. A server that answers at once (an older one, or
         EARSHOT_STATUS_WAIT_MAX_S=0) is asked again only once the interval is over.
-        ``on_change`` is called with the job each time a poll sees a new status. Raises
-        ``WaitTimeout`` when ``timeout`` seconds pass first, ``Interrupted`` when ``stop`` is set.
+        ``on_change`` is called with the job each time a poll sees a new status; without it,
+        each request is held until the job ends (``until=finished``), not answered when it
+        starts: one request for a short job instead of two. Raises ``WaitTimeout`` when
+        ``timeout`` seconds pass first, ``Interrupted`` when ``stop`` is set.
         """
         current: Job = self.get(job) if isinstance(job, str) else dict(job)
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -225,7 +232,7 @@ class Client:
             if self.stop.is_set():
                 raise Interrupted("interrupted while waiting for a job")
             asked = time.monotonic()
-            current = self.get(current, wait=hold)
+            current = self.get(current, wait=hold, until_finished=on_change is None)
             rest = hold - (time.monotonic() - asked)
             if current.get("status") == status and rest > 0 and self.stop.wait(rest):
                 raise Interrupted("interrupted while waiting for a job")

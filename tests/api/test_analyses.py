@@ -355,6 +355,34 @@ def test_wait_holds_the_answer_until_the_status_changes(client: TestClient) -> N
     )
 
 
+def test_wait_until_finished_holds_past_running(client: TestClient) -> None:
+    import threading
+
+    job = upload(client).json()
+    jobs = runtime_of(client).jobs
+    # The job starts while the request is held, then ends: one answer, the end.
+    starts = threading.Timer(0.2, jobs.claim, args=[job["id"]])
+    ends = threading.Timer(
+        0.5, lambda: jobs.succeed(job["id"], result_prefix="r/", analyzer_version="x")
+    )
+    starts.start()
+    ends.start()
+    held = client.get(f"/v1/analyses/{job['id']}", params={"wait": 30, "until": "finished"})
+    starts.join()
+    ends.join()
+    assert held.status_code == 200 and held.json()["status"] == "succeeded"
+    # A job that only starts within `wait` is answered as it is when the time is up.
+    other = upload(client, wav_bytes(seconds=0.2)).json()
+    jobs.claim(other["id"])
+    held = client.get(f"/v1/analyses/{other['id']}", params={"wait": 0.5, "until": "finished"})
+    assert held.json()["status"] == "running"
+    assert_problem(
+        client.get(f"/v1/analyses/{job['id']}", params={"wait": 1, "until": "soon"}),
+        422,
+        "invalid_request",
+    )
+
+
 def test_wait_is_bounded_by_the_server_and_validated(
     make_client: Callable[..., TestClient],
 ) -> None:

@@ -257,3 +257,42 @@ def test_spotify_views_of_a_real_analysis_and_their_batch_files(
     assert json.loads((out / "clicks/a.ogg.audio-features.json").read_text()) == features
     assert json.loads((out / "clicks/a.ogg.audio-analysis.json").read_text()) == analysis
     assert json.loads((out / "clicks/a.ogg.segments.json").read_text()) == segments
+
+
+def test_wait_asks_once_per_job_unless_it_follows_the_changes(
+    served: Served, tmp_path: Path
+) -> None:
+    """Without ``on_change`` the server holds the request past ``running`` until the job ends
+    (``until=finished``): one request for a job that starts and ends while it waits; with
+    ``on_change`` one per status change, each seen."""
+    jobs = served.runtime.jobs
+    document = {"audio": {"duration_s": 0.25}}
+    with Client(served.url) as client:
+        asked: list[str] = []
+        real_request = client.transport.request
+
+        def counting(method: str, path: str, *args: Any, **kwargs: Any) -> Any:
+            asked.append(f"{method} {path}")
+            return real_request(method, path, *args, **kwargs)
+
+        client.transport.request = counting  # type: ignore[method-assign]
+        for follow in (False, True):
+            job = client.submit(write_wav(tmp_path / f"{follow}.wav", seed=int(follow)))
+            # A worker claims the job while the request is held, and ends it a little later.
+            starts = threading.Timer(0.3, jobs.claim, args=[job["id"]])
+            ends = threading.Timer(0.6, finish, args=[served.runtime, job["id"]])
+            ends.kwargs = {"document": document, "npz": npz_bytes()}
+            seen: list[str] = []
+            asked.clear()
+            starts.start()
+            ends.start()
+            on_change = (lambda j: seen.append(j["status"])) if follow else None
+            done = client.wait(job, poll_interval=20, timeout=30, on_change=on_change)
+            starts.join()
+            ends.join()
+            assert done["status"] == "succeeded"
+            gets = [a for a in asked if a.startswith(f"GET /v1/analyses/{job['id']}")]
+            if follow:
+                assert seen == ["running", "succeeded"] and len(gets) == 2
+            else:
+                assert len(gets) == 1 and gets[0].endswith("&until=finished")

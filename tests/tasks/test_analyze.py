@@ -6,6 +6,7 @@ import itertools
 import json
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -229,3 +230,39 @@ def test_the_runtime_knows_the_analyzer_version_without_the_analysis_stack() -> 
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split(None, 1) == ["True", "[]\n"]
     assert ANALYZER_VERSION.count(".") == 2  # semantic version, as docs/result.md says
+
+
+@pytest.mark.parametrize("name", ["click120_cmajor.ogg", "click120_cmajor.flac"])
+def test_the_task_opens_the_upload_once_and_stores_what_analyze_file_finds(
+    runtime: Runtime, samples_dir: Path, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    """The header that plans the job and the decoder of the analysis are one opened file (the
+    chunk plan used to open it a first time: ~0.5 ms of a 5-s clip's job); the stored document
+    is the one ``analyze_file`` makes of the file opened on its own."""
+    import av
+    import soundfile as sf
+
+    from analysis import analyze_file
+
+    data = (samples_dir / name).read_bytes()
+    expected = analyze_file(samples_dir / name).document
+    opens: list[str] = []
+    real_soundfile, real_av_open = sf.SoundFile, av.open
+
+    def counting_soundfile(*args: Any, **kwargs: Any) -> Any:
+        opens.append("libsndfile")
+        return real_soundfile(*args, **kwargs)
+
+    def counting_av_open(*args: Any, **kwargs: Any) -> Any:
+        opens.append("ffmpeg")
+        return real_av_open(*args, **kwargs)
+
+    monkeypatch.setattr(sf, "SoundFile", counting_soundfile)
+    monkeypatch.setattr(av, "open", counting_av_open)
+    job = submit(runtime, data)
+    assert run_task(runtime, job.id) == JobStatus.SUCCEEDED
+    # Ogg Vorbis: libsndfile reads the header, FFmpeg decodes; FLAC: libsndfile does both.
+    assert opens == (["libsndfile", "ffmpeg"] if name.endswith(".ogg") else ["libsndfile"])
+    done = runtime.jobs.get(job.id)
+    stored = json.loads(runtime.blobs.get_bytes(f"{done.result_prefix}{RESULT_JSON}"))
+    assert stored == json.loads(json.dumps(expected))
