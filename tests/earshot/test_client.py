@@ -286,8 +286,12 @@ def test_wait_asks_once_per_job_unless_it_follows_the_changes(
             asked.clear()
             starts.start()
             ends.start()
-            on_change = (lambda j: seen.append(j["status"])) if follow else None
-            done = client.wait(job, poll_interval=20, timeout=30, on_change=on_change)
+            done = client.wait(
+                job,
+                poll_interval=20,
+                timeout=30,
+                on_change=(lambda j, seen=seen: seen.append(j["status"])) if follow else None,
+            )
             starts.join()
             ends.join()
             assert done["status"] == "succeeded"
