@@ -12,6 +12,7 @@ mean features share a label (agglomerative clustering, average linkage), as McFe
 
 from __future__ import annotations
 
+import functools
 import itertools
 
 import numpy as np
@@ -183,23 +184,75 @@ def novelty(x: np.ndarray, w: int) -> np.ndarray:
     """
     n = x.shape[0]
     padded = np.concatenate([np.repeat(x[:1], w, axis=0), x, np.repeat(x[-1:], w, axis=0)])
-    # band[k][j]: distance between padded units j and j + k.
-    band = [np.zeros(padded.shape[0])] + [
-        np.linalg.norm(padded[k:] - padded[:-k], axis=1) for k in range(1, 2 * w)
-    ]
+    band = _band_distances(padded, 2 * w)
     idx = np.arange(n) + w  # unit i in padded coordinates
-    cross = np.zeros(n)
-    within = np.zeros(n)
-    for a in range(-w, 0):
-        for b in range(w):
-            cross += band[b - a][idx + a]
-    for a in range(-w, 0):
-        for a2 in range(a + 1, 0):
-            within += band[a2 - a][idx + a]  # both before unit i
-            within += band[a2 - a][idx + a + w]  # both from unit i on, same offsets
     pairs = w * (w - 1) / 2  # w >= MIN_KERNEL_UNITS, so never 0
+    # Each sum's terms gathered for every unit at once and added in the order a loop of
+    # ``+=`` over the pairs added them (the values are unchanged to the last bit).
+    cross_terms, within_terms = _term_order(w)
+    cross = _ordered_sums(band, *cross_terms, idx)
+    within = _ordered_sums(band, *within_terms, idx)
     # Each side has `pairs` distinct pairs: `within / pairs` is E|X - X'| + E|Y - Y'|.
     return 2.0 * cross / (w * w) - within / pairs
+
+
+@functools.cache
+def _term_order(w: int) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """The terms of ``novelty``'s two sums, each as (band row k, offset from unit i), in the
+    order the sums add them.
+
+    The cross pairs (a, b), a = -w .. -1 and b = 0 .. w-1: ``band[b - a][i + a]``. The pairs
+    within, a < a2 < 0: ``band[a2 - a][i + a]`` then ``band[a2 - a][i + a + w]`` (both before
+    unit i, then both from unit i on, at the same offsets).
+    """
+    cross = [(b - a, a) for a in range(-w, 0) for b in range(w)]
+    within = [(a2 - a, at) for a in range(-w, 0) for a2 in range(a + 1, 0) for at in (a, a + w)]
+    return (
+        (np.array([k for k, _ in cross]), np.array([at for _, at in cross])),
+        (np.array([k for k, _ in within]), np.array([at for _, at in within])),
+    )
+
+
+# Elements of one gathered block of terms (8 MB of float64): a long file's units go through
+# the sums a block of units at a time.
+_GATHER_ELEMENTS = 1 << 20
+
+
+def _band_distances(padded: np.ndarray, bands: int) -> np.ndarray:
+    """(bands, units) distances: row k, column j is ``np.linalg.norm(padded[j + k] - padded[j])``
+    (0 where ``j + k`` is past the end, and in row 0).
+
+    The same values as ``np.linalg.norm(padded[k:] - padded[:-k], axis=1)`` for each k: that
+    is the square root of each difference row's ``np.add.reduce`` of its squares, computed
+    here for every k at once where the differences are small (a short file), else k by k.
+    """
+    m, d = padded.shape
+    band = np.zeros((bands, m))
+    ks = np.arange(1, min(bands, m))
+    rows = int(np.sum(m - ks))
+    if rows * d <= _GATHER_ELEMENTS:
+        k = np.repeat(ks, m - ks)
+        j = np.arange(rows) - np.repeat(np.cumsum(m - ks) - (m - ks), m - ks)
+        diff = padded[j + k] - padded[j]
+        band[k, j] = np.sqrt(np.add.reduce(diff * diff, axis=1))
+    else:
+        for k in ks:
+            diff = padded[k:] - padded[:-k]
+            band[k, : m - k] = np.sqrt(np.add.reduce(diff * diff, axis=1))
+    return band
+
+
+def _ordered_sums(band: np.ndarray, k: np.ndarray, at: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """For each unit ``i`` of ``idx``, ``band[k[t], i + at[t]]`` summed over t = 0, 1, … in
+    that order, starting from 0: what ``s += band[k[t]][idx + at[t]]`` in a loop gives, bit for
+    bit (``np.add.accumulate`` adds down the rows one at a time; ``np.sum`` may add pairwise)."""
+    out = np.zeros(idx.size)
+    step = max(1, _GATHER_ELEMENTS // max(k.size, 1))
+    for start in range(0, idx.size, step):
+        cols = idx[start : start + step]
+        terms = band[k[:, None], cols[None, :] + at[:, None]]
+        out[start : start + step] = np.add.accumulate(terms, axis=0)[-1]
+    return out
 
 
 def pick_boundaries(curve: np.ndarray, w: int) -> list[int]:

@@ -451,8 +451,12 @@ def estimate_tuning(S: np.ndarray, sr: int, n_fft: int) -> float:
     x = S[lo - 1 : hi + 1]
     ref = np.float32(_TUNING_THRESHOLD) * S.max(axis=0)
     z = x * (x > ref)
-    centre, below, above = x[1:-1], x[:-2], x[2:]
     peaks = (z[1:-1] > z[:-2]) & (z[1:-1] >= z[2:])
+    # Each peak with its neighbours below and above (row r of ``peaks`` is row r + 1 of x):
+    # the stencil below is elementwise, so working it out at the peaks alone gives the same
+    # values as over the whole band, at a few percent of the cost.
+    rows, cols = np.nonzero(peaks)
+    below, centre, above = x[rows, cols], x[rows + 1, cols], x[rows + 2, cols]
     # librosa's stencil: a in float64 from a float32 sum, b a float32 difference halved in
     # float64, the shift stored as float32.
     a = (above + below).astype(np.float64) - 2 * centre.astype(np.float64)
@@ -461,11 +465,8 @@ def estimate_tuning(S: np.ndarray, sr: int, n_fft: int) -> float:
         shift = np.where(np.abs(b) >= np.abs(a), 0.0, -b / a).astype(np.float32)
     # np.gradient inside the spectrum: central differences in float32.
     dskew = np.float32(0.5) * ((above - below) / np.float32(2.0)) * shift
-    rows, cols = np.nonzero(peaks)
-    pitch = ((rows + lo + shift[rows, cols].astype(np.float64)) * float(sr) / n_fft).astype(
-        np.float32
-    )
-    mag = centre[rows, cols] + dskew[rows, cols]
+    pitch = ((rows + lo + shift.astype(np.float64)) * float(sr) / n_fft).astype(np.float32)
+    mag = centre + dskew
     voiced = pitch > 0
     if not np.any(voiced):
         return 0.0
