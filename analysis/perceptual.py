@@ -12,6 +12,7 @@ Every cue is a vectorised pass over the frames, a few milliseconds for an hour o
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -381,10 +382,18 @@ def local_pulse(onset_env: np.ndarray, hop_s: float) -> np.ndarray:
     return pulse[nearest.astype(np.intp)]
 
 
+@functools.cache
+def _rotations(profile_bytes: bytes) -> np.ndarray:
+    """The 12 rotations of a (float64) key profile as rows, made once per profile."""
+    profile = np.frombuffer(profile_bytes)
+    rotations = np.stack([np.roll(profile, k) for k in range(12)])
+    rotations.flags.writeable = False
+    return rotations
+
+
 def _best_profile_correlation(chroma_mean: np.ndarray, profile: np.ndarray) -> float:
     """Highest Pearson correlation of the mean chroma with the 12 rotations of a profile."""
-    rotations = np.stack([np.roll(profile, k) for k in range(12)])
-    r = np.corrcoef(np.vstack([chroma_mean, rotations]))[0, 1:]
+    r = np.corrcoef(np.vstack([chroma_mean, _rotations(profile.tobytes())]))[0, 1:]
     return float(np.max(r))
 
 

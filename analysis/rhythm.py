@@ -30,6 +30,7 @@ are spaced by the tempo itself rather than by its period rounded to a frame.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import librosa
@@ -196,7 +197,7 @@ def welch_power(
     """
     step = window - window * 3 // 4
     segments = np.lib.stride_tricks.sliding_window_view(env, window)[::step]
-    taper = scipy.signal.get_window("hann", window)
+    taper = _hann(window)
     total = np.zeros(nfft // 2 + 1)
     for b0 in range(0, segments.shape[0], block):
         seg = segments[b0 : b0 + block]
@@ -204,6 +205,15 @@ def welch_power(
         spectrum = np.fft.rfft(seg, n=nfft, axis=1)
         total += (spectrum.real**2 + spectrum.imag**2).sum(axis=0)
     return np.fft.rfftfreq(nfft, 1.0 / fs), total / max(segments.shape[0], 1)
+
+
+@functools.cache
+def _hann(window: int) -> np.ndarray:
+    """``scipy.signal.get_window("hann", window)``, made once per length (~0.1 ms a call),
+    read-only."""
+    taper = scipy.signal.get_window("hann", window)
+    taper.flags.writeable = False
+    return taper
 
 
 def backbeat(bands: np.ndarray, period: float) -> float:

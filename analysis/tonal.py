@@ -359,14 +359,22 @@ class _RunningSums:
         return out
 
 
+# Frames x 12 up to which a profile's mean is taken in one float64 copy (1 MiB).
+_WHOLE_MEAN_ELEMENTS = 1 << 17
+
+
 def _mean_profile(pcp: np.ndarray, a: int = 0, b: int | None = None) -> np.ndarray:
     """The float64 mean of frames ``a:b`` of each row of ``pcp`` (12, frames).
 
-    Row by row: a float64 copy of an hour's whole profile is 14 MiB, the largest array of
-    the analysis. Each row's float64 mean is the same pairwise sum either way, so the same
-    bits as ``pcp.astype(np.float64)[:, a:b].mean(axis=1)``.
+    Row by row where the frames are many: a float64 copy of an hour's whole profile is
+    14 MiB, the largest array of the analysis. Each row's float64 mean is the same pairwise
+    sum either way, so the same bits as ``pcp.astype(np.float64)[:, a:b].mean(axis=1)``,
+    which a short file's few frames take in one call.
     """
-    return np.array([row[a:b].astype(np.float64).mean() for row in pcp])
+    part = pcp[:, a:b]
+    if part.size <= _WHOLE_MEAN_ELEMENTS:
+        return part.astype(np.float64).mean(axis=1)
+    return np.array([row.astype(np.float64).mean() for row in part])
 
 
 def _change_point(
