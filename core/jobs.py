@@ -187,8 +187,9 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
     return datetime.fromisoformat(created), job_id
 
 
-# PostgreSQL: every status change of a job is announced on this channel (the job's id as the
-# payload), in the transaction that makes it, so the API's held status requests wake at once.
+# PostgreSQL: every status change of a job is announced on this channel (the job's id and its
+# new status as the payload, ``core.wakeup.change_note``), in the transaction that makes it, so
+# the API's held status requests wake at once.
 JOB_STATUS_CHANNEL = "earshot_job_status"
 
 
@@ -234,7 +235,9 @@ def _transition_statement(
     )
     columns: list[Any] = list(table.c) if returning else []
     if notify:
-        columns.append(func.pg_notify(JOB_STATUS_CHANNEL, table.c.id).label("notified"))
+        # The payload is ``change_note(id, status)``: the row as updated, so the new status.
+        note = table.c.id.concat(":").concat(table.c.status)
+        columns.append(func.pg_notify(JOB_STATUS_CHANNEL, note).label("notified"))
     return statement.returning(*columns) if columns else statement
 
 
@@ -556,7 +559,7 @@ class JobStore:
             else:
                 row, matched = None, result.rowcount > 0
         if matched and "status" in values and self._status_folder is not None:
-            announce_status_change(self._status_folder, job_id)
+            announce_status_change(self._status_folder, job_id, values["status"])
         return matched, None if row is None else Job.from_row(row)
 
     def claim(self, job_id: str) -> Job | None:

@@ -25,6 +25,8 @@ import time
 import weakref
 from pathlib import Path
 
+from core.names import JobStatus
+
 log = logging.getLogger(__name__)
 
 # inotify(7)'s event of a file renamed into the folder: how a message appears (written under
@@ -120,14 +122,34 @@ def status_folder(database: Path) -> Path:
     return database.with_name(database.name + ".status")
 
 
-def announce_status_change(folder: Path, job_id: str) -> None:
+# The statuses that end a job: a waiter that only wants a job's end
+# (``mark(job_id, finished_only=True)``) is not woken by the others.
+FINISHED_STATUSES = frozenset(status.value for status in JobStatus if status.finished)
+
+
+def change_note(job_id: str, status: str | None) -> str:
+    """How a status change is named to the waiters: the job's id, then ``:`` and the new
+    status when it is known (the file name of the embedded store's announcement, the payload
+    of PostgreSQL's NOTIFY)."""
+    return job_id if status is None else f"{job_id}:{status}"
+
+
+def parse_change_note(note: str) -> tuple[str, str | None]:
+    """``(job_id, status)`` of a ``change_note``; status None when the note has none (an
+    older writer's note: the job's id alone)."""
+    job_id, _, status = note.partition(":")
+    return job_id, status or None
+
+
+def announce_status_change(folder: Path, job_id: str, status: str | None = None) -> None:
     """Tell the API's held status requests on the embedded store that ``job_id``'s status
-    changed (called after the change is committed): a file named after the job is written
-    in ``folder`` and removed. Never raises: a waiter still finds the change when it polls.
+    changed (to ``status``, when given; called after the change is committed): a file named
+    ``change_note(job_id, status)`` is written in ``folder`` and removed. Never raises: a
+    waiter still finds the change when it polls.
     """
-    if not job_id or "/" in job_id or job_id.startswith("."):
+    if not job_id or "/" in job_id or job_id.startswith(".") or ":" in job_id:
         return
-    path = folder / job_id
+    path = folder / change_note(job_id, status)
     try:
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
         os.unlink(path)
@@ -140,40 +162,51 @@ def announce_status_change(folder: Path, job_id: str) -> None:
 class _Changes:
     """What both change feeds share: waiters take an event (``mark``) before reading their
     job, then ``wait`` on it. The event of a job is set when that job's status changes; the
-    event of a waiter that follows no job is set on every change."""
+    event of a waiter that follows no job is set on every change. A waiter that wants the
+    job's end alone (``finished_only``) is woken by a change to a finished status, or to one
+    the change does not name; a job that merely starts leaves it waiting, unread."""
 
     def __init__(self) -> None:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._changed = asyncio.Event()
         # The event of each job someone waits on; gone when its last waiter is.
         self._jobs: weakref.WeakValueDictionary[str, asyncio.Event] = weakref.WeakValueDictionary()
+        self._ends: weakref.WeakValueDictionary[str, asyncio.Event] = weakref.WeakValueDictionary()
 
     def _fire(self) -> None:
         self._changed.set()
         self._changed = asyncio.Event()
 
-    def _fire_jobs(self, job_ids: set[str]) -> None:
-        for job_id in job_ids:
-            event = self._jobs.pop(job_id, None)
-            if event is not None:
-                event.set()
+    def _fire_jobs(self, notes: set[str]) -> None:
+        """Wake the waiters of each job named in ``notes`` (``change_note``s)."""
+        for note in notes:
+            job_id, status = parse_change_note(note)
+            woken = [self._jobs]
+            if status is None or status in FINISHED_STATUSES:
+                woken.append(self._ends)
+            for events in woken:
+                event = events.pop(job_id, None)
+                if event is not None:
+                    event.set()
         self._fire()
 
     def _start(self) -> None:
         """Begin watching (called by the first ``mark``, on the event loop)."""
 
-    def mark(self, job_id: str | None = None) -> asyncio.Event:
+    def mark(self, job_id: str | None = None, *, finished_only: bool = False) -> asyncio.Event:
         """Now, as something to ``wait`` on: take it before reading the job, so a change that
         lands between the read and the wait still wakes the waiter. ``job_id`` names the job
-        the waiter follows: only a change of that job wakes it."""
+        the waiter follows: only a change of that job wakes it; with ``finished_only``, only
+        one that may have ended it."""
         if self._loop is None:
             self._loop = asyncio.get_running_loop()
             self._start()
         if job_id is None:
             return self._changed
-        event = self._jobs.get(job_id)
+        events = self._ends if finished_only else self._jobs
+        event = events.get(job_id)
         if event is None:
-            event = self._jobs[job_id] = asyncio.Event()
+            event = events[job_id] = asyncio.Event()
         return event
 
     async def wait(self, mark: asyncio.Event, timeout: float) -> bool:

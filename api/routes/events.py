@@ -127,8 +127,9 @@ async def job_after_change(
     changed, and at least every POLL_INTERVAL_S; otherwise FIRST_CHECK_S after the request,
     then less and less often.
     """
-    # Taken before each read: a change between the read and the wait still wakes it.
-    mark = changes.mark(job_id) if changes is not None else None
+    # Taken before each read: a change between the read and the wait still wakes it. A wait
+    # until the job ends is not woken by its start (the change names the new status).
+    mark = changes.mark(job_id, finished_only=until_finished) if changes is not None else None
     job = await _get(runtime, job_id, owner)
     if wait_s <= 0 or job.status.finished:
         return job
@@ -143,7 +144,7 @@ async def job_after_change(
         else:
             await anyio.sleep(min(interval, left))
             interval = min(interval * CHECK_GROWTH, POLL_INTERVAL_S)
-        mark = changes.mark(job_id) if changes is not None else None
+        mark = changes.mark(job_id, finished_only=until_finished) if changes is not None else None
         now = await _get(runtime, job_id, owner)
         if now.status.finished or (now.status is not job.status and not until_finished):
             return now

@@ -117,7 +117,8 @@ def test_the_consumer_takes_a_message_published_while_it_waits(tmp_path: Path) -
 def check_waiters_of_that_job_only(store: Any, changes: Any) -> None:
     """A held request follows one job: another job's change must not make it re-read its row
     (with every waiter woken by every change, four clients cost four reads per change), nor
-    must a progress write; a waiter that follows no job wakes on every status change.
+    must a progress write; a waiter that follows no job wakes on every status change; a
+    waiter that wants a job's end only (``finished_only``) sleeps through its start.
 
     ``store`` is a JobStore and ``changes`` the API's feed of its changes; each status change
     is made by another thread, as a worker process makes it.
@@ -139,10 +140,16 @@ def check_waiters_of_that_job_only(store: Any, changes: Any) -> None:
         assert changes.available
         first, second = new_job(), new_job()
         of_first, of_second, of_any = changes.mark(first), changes.mark(second), changes.mark()
+        end_of_first = changes.mark(first, finished_only=True)
         timer = later(lambda: store.claim(first))
         first_woken = await changes.wait(of_first, 60.0)  # False only after the minute
         timer.join()
         any_woken = of_any.is_set()
+        start_quiet = await changes.wait(end_of_first, 0.5)  # running is not an end
+        timer = later(lambda: store.succeed(first, result_prefix="r/", analyzer_version="x"))
+        end_woken = await changes.wait(end_of_first, 60.0)
+        timer.join()
+        assert (start_quiet, end_woken) == (False, True)
         second_quiet = await changes.wait(of_second, 0.5)
         assert store.claim(second) is not None
         assert await changes.wait(of_second, 60.0)  # the claim (read after it was made)

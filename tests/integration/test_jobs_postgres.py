@@ -95,8 +95,8 @@ def _new_job(store: JobStore) -> str:
 
 
 def test_every_status_change_is_notified_in_its_transaction(database_url: str) -> None:
-    """A plain psycopg LISTEN (not earshot's listener) sees the job's id once per status
-    change, and nothing for a progress write."""
+    """A plain psycopg LISTEN (not earshot's listener) sees the job's id and its new status
+    once per status change, and nothing for a progress write."""
     import psycopg
 
     from core.jobs import JOB_STATUS_CHANNEL
@@ -114,7 +114,11 @@ def test_every_status_change_is_notified_in_its_transaction(database_url: str) -
             seen = [(n.channel, n.payload) for n in listener.notifies(timeout=1.0)]
     finally:
         store.dispose()
-    assert seen == [(JOB_STATUS_CHANNEL, job_id)] * 2  # claim, success; not progress, not the no-op
+    # Claim, success; not progress, not the no-op.
+    assert seen == [
+        (JOB_STATUS_CHANNEL, f"{job_id}:running"),
+        (JOB_STATUS_CHANNEL, f"{job_id}:succeeded"),
+    ]
 
 
 def test_a_held_wait_wakes_on_a_status_change_from_another_process(database_url: str) -> None:
