@@ -143,6 +143,10 @@ def periodicity(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Autocorrelation and Fourier tempogram of an onset envelope, on ``GRID_BPM``.
 
+    A pure function of the envelope's values, remembered for the last few envelopes: a file
+    of one section asks it of the same whole envelope twice (the file's tempo, then the
+    section's), ~0.4 ms of a 5-second clip. The arrays handed back are read-only.
+
     Parameters
     ----------
     onset_env : np.ndarray [shape=(n,)]
@@ -162,7 +166,16 @@ def periodicity(
         Mean magnitude spectrum of the envelope at each grid tempo's frequency, scaled so its
         grid maximum is 1.
     """
-    env = onset_env.astype(np.float64)
+    values = np.ascontiguousarray(onset_env)
+    return _periodicity(values.tobytes(), values.dtype.str, float(frame_rate))
+
+
+@functools.lru_cache(maxsize=4)
+def _periodicity(
+    values: bytes, dtype: str, frame_rate: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``periodicity`` of the envelope whose bytes (of ``dtype``) are ``values``."""
+    env = np.frombuffer(values, dtype=dtype).astype(np.float64)
     env = env - float(np.mean(env))
     max_lag = min(int(np.ceil(REFINE_BEATS * frame_rate * 60.0 / MIN_BPM)) + 2, env.size)
     ac = librosa.autocorrelate(env, max_size=max_lag)
@@ -174,7 +187,10 @@ def periodicity(
     freqs, power = welch_power(env, frame_rate, window=window, nfft=nfft)
     spectrum = np.interp(GRID_BPM / 60.0, freqs, np.sqrt(power))
     top = float(np.max(spectrum))
-    return ac, acf, spectrum / top if top > 0 else spectrum
+    spectrum = spectrum / top if top > 0 else spectrum
+    for array in (ac, acf, spectrum):
+        array.flags.writeable = False
+    return ac, acf, spectrum
 
 
 def welch_power(

@@ -72,3 +72,24 @@ def test_tuning_of_real_music_is_librosas(samples_dir: Path) -> None:
     for frames in (slice(0, 40), slice(0, None)):
         ours = estimate_tuning(S[:, frames], sr, 2048)
         assert ours == float(librosa.estimate_tuning(S=S[:, frames], sr=sr, n_fft=2048))
+
+
+def test_periodicity_is_remembered_by_the_envelope_s_values(rng: np.random.Generator) -> None:
+    """The file's tempo and a one-section file's section tempo ask for the periodicity of the
+    same envelope: the second answer is the first, and an envelope that differs in one value
+    (same length, same dtype) is never answered from it."""
+    from analysis.rhythm import _periodicity, periodicity
+
+    env = rng.random(400).astype(np.float32)
+    first = periodicity(env, 43.07)
+    again = periodicity(env.copy(), 43.07)
+    assert all(a is b for a, b in zip(first, again, strict=True))
+    assert not any(a.flags.writeable for a in first)
+    fresh = _periodicity.__wrapped__(env.tobytes(), env.dtype.str, 43.07)
+    assert all(np.array_equal(a, b) for a, b in zip(first, fresh, strict=True))
+    other = env.copy()
+    other[200] += 1.0
+    changed = periodicity(other, 43.07)
+    expected = _periodicity.__wrapped__(other.tobytes(), other.dtype.str, 43.07)
+    assert all(np.array_equal(a, b) for a, b in zip(changed, expected, strict=True))
+    assert not np.array_equal(changed[0], first[0])
