@@ -4,7 +4,8 @@ Brings up one of `scripts/bench_pipelines.py`'s stacks (the seed, `earshot dev` 
 scaled-out one), sends a few warm-up clips, then sends CLIPS five-second clips through
 UPLOADERS clients as that script does, reading user + system time of every process in /proc
 before and after. Each process is put under a role by its command line (PostgreSQL, RabbitMQ,
-the API, each worker process, this script's own HTTP clients, the rest of the machine).
+the API, each worker process, this script's own HTTP clients, the rest of the machine). For
+the scaled-out stack it also prints PostgreSQL's transactions per job (pg_stat_database).
 
     .venv/bin/python scripts/bench/process_cpu.py scaled [--uploaders 4] [--clips 100]
 """
@@ -65,6 +66,28 @@ def cpu_by_role() -> collections.Counter[str]:
     return seconds
 
 
+def postgres_commits() -> int:
+    """Transactions committed so far in the benchmarks' scratch databases (0 where PostgreSQL
+    is not reachable). An idle backend reports its counts within 10 s (PGSTAT_IDLE_INTERVAL):
+    read after a longer pause."""
+    import time
+
+    try:
+        import psycopg
+    except ImportError:
+        return 0
+    time.sleep(11.0)
+    try:
+        with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres") as conn:
+            row = conn.execute(
+                "SELECT coalesce(sum(xact_commit), 0) FROM pg_stat_database "
+                "WHERE datname LIKE 'earshot_bench%'"
+            ).fetchone()
+    except psycopg.Error:
+        return 0
+    return int(row[0]) if row else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("stack", choices=sorted(STACKS))
@@ -77,9 +100,12 @@ def main(argv: list[str] | None = None) -> int:
         STACKS[args.stack](Path(tmp)) as stack,
     ):
         pipelines.drive(stack, clips[:WARMUP_CLIPS], 2)
+        scaled = args.stack == "scaled"
+        commits = postgres_commits() if scaled else 0
         before = cpu_by_role()
         wall, _, _ = pipelines.drive(stack, clips[WARMUP_CLIPS:], args.uploaders)
         after = cpu_by_role()
+        commits = postgres_commits() - commits if scaled else 0
     jobs = args.clips
     print(f"{stack.name}: {jobs} x 5 s clips, {args.uploaders} uploaders, {jobs / wall:.1f} jobs/s")
     print("| process | CPU ms per job |\n|---|---:|")
@@ -88,6 +114,9 @@ def main(argv: list[str] | None = None) -> int:
     total = sum(after.values()) - sum(before.values())
     print(f"| all | {1000 * total / jobs:.1f} |")
     print(f"(wall x CPUs per job: {1000 * wall * os.cpu_count() / jobs:.1f} ms)")  # type: ignore[operator]
+    if scaled:
+        # Each job-store statement autocommits: one transaction per statement.
+        print(f"(PostgreSQL transactions per job: {commits / jobs:.2f})")
     return 0
 
 
