@@ -228,10 +228,11 @@ class DatabaseChanges(_Changes):
 
     For the API's held status requests (``GET /v1/analyses/{id}?wait=``) on the embedded
     store: they re-read their job when its status changed instead of every few milliseconds.
-    The store announces each change with a file named after the job in ``status_folder(path)``
-    (``announce_status_change``); one inotify watch on that folder, read by the event loop,
-    wakes the waiters of that job. Watching the database file itself woke every waiter on every
-    write, each to re-read its row: with four clients, four reads where one does.
+    The store announces each change with a file named ``<job id>:<new status>``
+    (``change_note``) in ``status_folder(path)`` (``announce_status_change``); one inotify
+    watch on that folder, read by the event loop, wakes the waiters of that job. Watching the
+    database file itself woke every waiter on every write, each to re-read its row: with four
+    clients, four reads where one does.
     ``available`` is False where inotify is not (then waiters only time out, and poll).
     """
 
@@ -277,11 +278,11 @@ class PostgresChanges(_Changes):
     """``DatabaseChanges`` for the PostgreSQL job store: wakes when a job's status changes.
 
     ``JobStore`` sends ``NOTIFY`` on ``channel`` in the transaction of every status change, with
-    the job's id as payload; one thread per API process holds a connection that LISTENs and
-    wakes the waiters that follow that job (``mark(job_id)``), and those that follow none.
-    Waking every waiter on every change made each held request re-read its row for every
-    other job's change too: with four clients following their jobs, four reads per change
-    where one does. Started by the first ``mark``.
+    ``<job id>:<new status>`` as payload (``change_note``); one thread per API process holds a
+    connection that LISTENs and wakes the waiters that follow that job (``mark(job_id)``),
+    and those that follow none. Waking every waiter on every change made each held request
+    re-read its row for every other job's change too: with four clients following their jobs,
+    four reads per change where one does. Started by the first ``mark``.
     ``available`` is True while that connection listens; when it is down (PostgreSQL
     restarting), it reconnects every second and held requests poll meanwhile.
     """
