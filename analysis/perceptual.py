@@ -12,7 +12,6 @@ Every cue is a vectorised pass over the frames, a few milliseconds for an hour o
 
 from __future__ import annotations
 
-import functools
 import math
 
 import numpy as np
@@ -267,8 +266,8 @@ def _valence(features: Features, rhythm: Rhythm, bright: float) -> float | None:
     chroma_mean = features.chroma.mean()
     if np.ptp(chroma_mean) <= 1e-9:
         return None
-    major = _best_profile_correlation(chroma_mean, MAJOR_PROFILE)
-    minor = _best_profile_correlation(chroma_mean, MINOR_PROFILE)
+    major = _best_profile_correlation(chroma_mean, _MAJOR_ROTATIONS)
+    minor = _best_profile_correlation(chroma_mean, _MINOR_ROTATIONS)
     if max(major, minor) < TONAL_EVIDENCE:
         return None
     mode = _ramp(major - minor, -MODE_SPAN, MODE_SPAN)
@@ -382,18 +381,21 @@ def local_pulse(onset_env: np.ndarray, hop_s: float) -> np.ndarray:
     return pulse[nearest.astype(np.intp)]
 
 
-@functools.cache
-def _rotations(profile_bytes: bytes) -> np.ndarray:
-    """The 12 rotations of a (float64) key profile as rows, made once per profile."""
-    profile = np.frombuffer(profile_bytes)
+def _rotations(profile: np.ndarray) -> np.ndarray:
+    """The 12 rotations of a key profile as rows (read-only)."""
     rotations = np.stack([np.roll(profile, k) for k in range(12)])
     rotations.flags.writeable = False
     return rotations
 
 
-def _best_profile_correlation(chroma_mean: np.ndarray, profile: np.ndarray) -> float:
-    """Highest Pearson correlation of the mean chroma with the 12 rotations of a profile."""
-    r = np.corrcoef(np.vstack([chroma_mean, _rotations(profile.tobytes())]))[0, 1:]
+# Made once, not per file.
+_MAJOR_ROTATIONS = _rotations(MAJOR_PROFILE)
+_MINOR_ROTATIONS = _rotations(MINOR_PROFILE)
+
+
+def _best_profile_correlation(chroma_mean: np.ndarray, rotations: np.ndarray) -> float:
+    """Highest Pearson correlation of the mean chroma with a profile's 12 ``rotations``."""
+    r = np.corrcoef(np.vstack([chroma_mean, rotations]))[0, 1:]
     return float(np.max(r))
 
 

@@ -207,10 +207,11 @@ def _term_order(w: int) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray
     """
     cross = [(b - a, a) for a in range(-w, 0) for b in range(w)]
     within = [(a2 - a, at) for a in range(-w, 0) for a2 in range(a + 1, 0) for at in (a, a + w)]
-    return (
-        (np.array([k for k, _ in cross]), np.array([at for _, at in cross])),
-        (np.array([k for k, _ in within]), np.array([at for _, at in within])),
-    )
+    # Shared by every call with this w: read-only, as the other remembered arrays.
+    orders = (np.array(cross).T, np.array(within).T)
+    for order in orders:
+        order.flags.writeable = False
+    return (orders[0][0], orders[0][1]), (orders[1][0], orders[1][1])
 
 
 # Elements of one gathered block of terms (8 MB of float64): a long file's units go through
