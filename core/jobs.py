@@ -42,6 +42,7 @@ from sqlalchemy import (
     bindparam,
     func,
     insert,
+    literal,
     select,
     text,
     update,
@@ -50,7 +51,7 @@ from sqlalchemy.engine import CursorResult
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
-from core.database import make_engine
+from core.database import DriverStatement, make_engine, run_on_driver
 from core.errors import JobNotFound, TooManyActiveJobs
 from core.names import JobStatus
 from core.wakeup import announce_status_change, status_folder
@@ -204,6 +205,13 @@ def _rows_matched(s: Session, statement: Update) -> int:
     return result.rowcount
 
 
+def _status_in(statuses: tuple[str, ...]) -> Any:
+    """``jobs.status IN (…)`` with one bind per status, each carrying its value: a list of
+    plain values would make one expanding bind, whose SQL is rendered anew per execution."""
+    table = Base.metadata.tables[JobRow.__tablename__]
+    return table.c.status.in_([literal(status, String) for status in statuses])
+
+
 @functools.cache
 def _transition_statement(
     allowed: tuple[str, ...],
@@ -229,9 +237,7 @@ def _transition_statement(
     if count_attempt:
         values["attempts"] = table.c.attempts + 1
     statement = (
-        update(table)
-        .where(table.c.id == bindparam("job_id"), table.c.status.in_(allowed))
-        .values(values)
+        update(table).where(table.c.id == bindparam("job_id"), _status_in(allowed)).values(values)
     )
     columns: list[Any] = list(table.c) if returning else []
     if notify:
@@ -306,6 +312,36 @@ class JobStore:
         if self.engine.dialect.name == "postgresql":
             transactions = self.engine.execution_options(isolation_level="READ COMMITTED")
         self._sessions = sessionmaker(transactions, expire_on_commit=False)
+        # PostgreSQL: the per-job statements run on psycopg, compiled once (run_on_driver).
+        self._on_driver = self.engine.dialect.name == "postgresql"
+        self._driver_statements: dict[tuple[int, tuple[str, ...]], DriverStatement] = {}
+
+    def _execute(
+        self,
+        statement: Any,
+        params: dict[str, Any],
+        *,
+        column_keys: tuple[str, ...] = (),
+    ) -> tuple[builtins.list[Any], int]:
+        """Run one of this module's prebuilt statements (``functools.cache``d: built once, so
+        known by identity) in its own transaction; its rows and the rows it matched.
+
+        ``column_keys``: an INSERT's columns, the keys of ``params``.
+        """
+        if not self._on_driver:
+            with self.engine.begin() as conn:
+                result = conn.execute(statement, params)
+                rows = builtins.list(result) if result.returns_rows else []
+                assert isinstance(result, CursorResult)
+                return rows, result.rowcount
+        key = (id(statement), column_keys)
+        driver = self._driver_statements.get(key)
+        if driver is None:
+            driver = DriverStatement.compile(
+                statement, self.engine.dialect, column_keys=column_keys
+            )
+            self._driver_statements[key] = driver
+        return run_on_driver(self.engine, driver, params)
 
     def create_schema(self) -> None:
         """Create missing tables (the embedded mode and tests; production runs migrations)."""
@@ -387,8 +423,7 @@ class JobStore:
         try:
             if max_active is None:
                 # A prebuilt Core INSERT: the ORM's unit of work cost ~0.5 ms of an upload.
-                with self.engine.begin() as conn:
-                    conn.execute(_insert_statement(), values)
+                self._execute(_insert_statement(), values, column_keys=tuple(values))
             else:
                 with self.session() as s:
                     self._lock_owner(s, owner)
@@ -441,9 +476,8 @@ class JobStore:
         return int(s.scalar(q.where(JobRow.owner == owner)) or 0)
 
     def find_by_idempotency_key(self, owner: str, key: str) -> Job | None:
-        with self.engine.connect() as conn:
-            row = conn.execute(_idempotency_statement(), {"owner": owner, "key": key}).first()
-        return Job.from_row(row) if row else None
+        rows, _ = self._execute(_idempotency_statement(), {"owner": owner, "key": key})
+        return Job.from_row(rows[0]) if rows else None
 
     # -- reading --------------------------------------------------------------------------
 
@@ -452,11 +486,10 @@ class JobStore:
 
         ``owner=None`` skips the ownership check (workers, the reconciler).
         """
-        with self.engine.connect() as conn:
-            row = conn.execute(_get_statement(), {"job_id": job_id}).one_or_none()
-        if row is None or (owner is not None and row.owner != owner):
+        rows, _ = self._execute(_get_statement(), {"job_id": job_id})
+        if not rows or (owner is not None and rows[0].owner != owner):
             raise JobNotFound(f"job {job_id!r} not found")
-        return Job.from_row(row)
+        return Job.from_row(rows[0])
 
     def list(
         self,
@@ -505,9 +538,8 @@ class JobStore:
             "profile": profile,
             "analyzer_version": analyzer_version,
         }
-        with self.engine.connect() as conn:
-            row = conn.execute(_cached_result_statement(), params).first()
-        return Job.from_row(row) if row else None
+        rows, _ = self._execute(_cached_result_statement(), params)
+        return Job.from_row(rows[0]) if rows else None
 
     def stale_active(self, *, older_than: timedelta) -> builtins.list[Job]:
         """Queued or running jobs not updated for ``older_than`` (for the reconciler)."""
@@ -549,15 +581,10 @@ class JobStore:
         )
         params = {f"v_{name}": values[name] for name in names}
         params["job_id"] = job_id
-        with self.engine.begin() as conn:
-            result = conn.execute(statement, params)
-            if returning:
-                row = result.one_or_none()
-                matched = row is not None
-            elif notify:
-                row, matched = None, result.first() is not None
-            else:
-                row, matched = None, result.rowcount > 0
+        rows, count = self._execute(statement, params)
+        # An UPDATE … RETURNING hands back the rows it matched; a plain one, their count.
+        matched = bool(rows) if returning or notify else count > 0
+        row = rows[0] if returning and rows else None
         if matched and "status" in values and self._status_folder is not None:
             announce_status_change(self._status_folder, job_id, values["status"])
         return matched, None if row is None else Job.from_row(row)

@@ -207,3 +207,93 @@ def test_pooled_connections_the_server_closed_are_replaced_unseen(database_url: 
         assert now and now.isdisjoint(pids)
     finally:
         store.dispose()
+
+
+def test_job_values_read_back_as_stored_on_postgres(database_url: str) -> None:
+    """The per-job statements run on psycopg without SQLAlchemy's type processing: a JSON
+    document, times and flags written by the store are what plain SQL reads, and what the
+    store reads back."""
+    import psycopg
+
+    url = database_url.replace("postgresql+psycopg://", "postgresql://")
+    extra = {"format": "ogg", "nested": {"list": [1, 2.5, None, "é"]}, "flag": True}
+    store = JobStore(database_url)
+    try:
+        job_id = _new_job(store)
+        claimed = store.claim(job_id)
+        done = store.succeed(job_id, result_prefix="r/x", analyzer_version="v", extra=extra)
+        read = store.get(job_id)
+    finally:
+        store.dispose()
+    with psycopg.connect(url) as conn:
+        stored = conn.execute(
+            "SELECT extra::text, cached, started_at, finished_at, attempts FROM jobs WHERE id = %s",
+            (job_id,),
+        ).fetchone()
+    assert stored is not None
+    import json
+
+    assert json.loads(stored[0]) == extra
+    assert claimed is not None and done is not None
+    assert read.extra == done.extra == extra
+    assert read.cached is stored[1] is False
+    assert read.started_at == claimed.started_at == stored[2]
+    assert read.finished_at == stored[3] and read.finished_at.utcoffset() is not None
+    assert read.attempts == stored[4] == 1
+
+
+def test_a_duplicate_job_is_sqlalchemys_integrity_error_on_postgres(database_url: str) -> None:
+    """A constraint the server enforces surfaces as SQLAlchemy's IntegrityError (what the
+    idempotency path and the API catch), and the connection it broke on is used again."""
+    from sqlalchemy.exc import IntegrityError
+
+    store = JobStore(database_url)
+    try:
+        job_id = _new_job(store)
+        with pytest.raises(IntegrityError):
+            store.create(
+                job_id=job_id,
+                filename="b.wav",
+                size_bytes=2,
+                sha256="1" * 64,
+                profile="fast",
+                priority="batch",
+            )
+        assert store.get(job_id).filename == "a.wav"
+    finally:
+        store.dispose()
+
+
+def test_a_session_ended_mid_statement_fails_it_as_an_outage_once(database_url: str) -> None:
+    """The server ends the store's session while its claim waits on a row lock: the claim
+    fails with SQLAlchemy's OperationalError (a task retries it, the API answers 503), the
+    broken connection is not pooled again, and the next statements succeed."""
+    import psycopg
+    from sqlalchemy.exc import OperationalError
+
+    url = database_url.replace("postgresql+psycopg://", "postgresql://")
+    store = JobStore(database_url)
+    try:
+        job_id = _new_job(store)
+        with psycopg.connect(url) as locker, psycopg.connect(url, autocommit=True) as admin:
+            locker.execute("SELECT id FROM jobs WHERE id = %s FOR UPDATE", (job_id,))
+            with ThreadPoolExecutor(1) as pool:
+                claim = pool.submit(store.claim, job_id)
+                waiting = (
+                    "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND wait_event_type = 'Lock'"
+                )
+                deadline = time.monotonic() + 5
+                while not (pids := admin.execute(waiting).fetchall()):
+                    assert time.monotonic() < deadline, "the claim never waited on the lock"
+                    time.sleep(0.02)
+                admin.execute("SELECT pg_terminate_backend(%s)", (pids[0][0],))
+                with pytest.raises(OperationalError):
+                    claim.result(timeout=10)
+            locker.rollback()
+        # Every later statement runs on a live connection: none fails on the dead one.
+        for _ in range(6):
+            assert store.get(job_id).status.value == "queued"
+        assert store.claim(job_id) is not None
+    finally:
+        store.dispose()
