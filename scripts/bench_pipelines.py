@@ -173,26 +173,35 @@ class Stack:
             process.check_alive()
 
 
-def earshot_submit(client: Any, url: str, path: Path) -> str:
+def earshot_submit(client: Any, url: str, path: Path, priority: str = "batch") -> str:
     with path.open("rb") as f:
         answer = client.post(
             f"{url}/v1/analyses",
             files={"file": (path.name, f, "audio/ogg")},
-            data={"priority": "batch"},
+            data={"priority": priority},
         )
     if answer.status_code not in (200, 202):
         raise BenchError(f"earshot upload answered {answer.status_code}: {answer.text}")
     return str(answer.json()["id"])
 
 
-def earshot_finished(client: Any, url: str, job_id: str) -> bool:
-    # As earshot's own client follows a job whose outcome alone it wants (Client.wait without
-    # on_change): the answer is held until the job has ended, so the client neither sleeps
-    # nor asks again in between.
-    job = client.get(f"{url}/v1/analyses/{job_id}?wait={HOLD_S:g}&until=finished").json()
+def earshot_job(client: Any, url: str, job_id: str) -> dict[str, Any]:
+    """The job once it has ended, or as it is when the server stops holding the request.
+
+    As earshot's own client follows a job whose outcome alone it wants (Client.wait without
+    on_change): the answer is held until the job has ended, so the client neither sleeps nor
+    asks again in between. A failed or canceled job is a BenchError.
+    """
+    job: dict[str, Any] = client.get(
+        f"{url}/v1/analyses/{job_id}?wait={HOLD_S:g}&until=finished"
+    ).json()
     if job["status"] in ("failed", "canceled"):
         raise BenchError(f"earshot job {job_id} {job['status']}: {job.get('error')}")
-    return bool(job["status"] == "succeeded")
+    return job
+
+
+def earshot_finished(client: Any, url: str, job_id: str) -> bool:
+    return bool(earshot_job(client, url, job_id)["status"] == "succeeded")
 
 
 def _wait_http(url: str, processes: list[Child], what: str) -> None:
@@ -513,34 +522,19 @@ def batch_flood(stack: Stack, batch: list[Path], interactive: list[Path], logs: 
     started = time.perf_counter()
     with httpx.Client(timeout=60) as client:
 
-        def upload(path: Path, priority: str) -> str:
-            with path.open("rb") as f:
-                answer = client.post(
-                    f"{stack.url}/v1/analyses",
-                    files={"file": (path.name, f, "audio/ogg")},
-                    data={"priority": priority},
-                )
-            if answer.status_code not in (200, 202):
-                raise BenchError(f"upload answered {answer.status_code}: {answer.text}")
-            return str(answer.json()["id"])
-
         def finish(job_id: str) -> dict[str, Any]:
             deadline = time.perf_counter() + JOB_TIMEOUT_S
             while time.perf_counter() < deadline:
-                job: dict[str, Any] = client.get(
-                    f"{stack.url}/v1/analyses/{job_id}?wait={HOLD_S:g}&until=finished"
-                ).json()
+                job = earshot_job(client, stack.url, job_id)
                 if job["status"] == "succeeded":
                     return job
-                if job["status"] in ("failed", "canceled"):
-                    raise BenchError(f"job {job_id} {job['status']}: {job.get('error')}")
             raise BenchError(f"job {job_id} unfinished")
 
-        batch_ids = [upload(path, "batch") for path in batch]
+        batch_ids = [earshot_submit(client, stack.url, path) for path in batch]
         waits = []
         for path in interactive:
             time.sleep(0.3)  # the batch is running: both processes are busy with it
-            job = finish(upload(path, "interactive"))
+            job = finish(earshot_submit(client, stack.url, path, "interactive"))
             created = datetime.datetime.fromisoformat(job["created_at"])
             begun = datetime.datetime.fromisoformat(job["started_at"])
             waits.append(1000 * (begun - created).total_seconds())
