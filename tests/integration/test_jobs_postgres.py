@@ -6,6 +6,7 @@ the same owner; the rows are counted with psycopg, not through JobStore.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -27,10 +28,15 @@ def database_url() -> Iterator[str]:
         yield url
 
 
+def _libpq(database_url: str) -> str:
+    """The SQLAlchemy URL of the test database as plain psycopg takes it."""
+    return database_url.replace("postgresql+psycopg://", "postgresql://")
+
+
 def count(database_url: str, sql: str, *params: object) -> int:
     import psycopg
 
-    with psycopg.connect(database_url.replace("postgresql+psycopg://", "postgresql://")) as conn:
+    with psycopg.connect(_libpq(database_url)) as conn:
         row = conn.execute(sql, params).fetchone()
     assert row is not None
     return int(row[0])
@@ -64,7 +70,7 @@ def _check_with_plain_sql(database_url: str, check: Callable[[JobStore, object],
     import psycopg
 
     def read(sql: str, *params: object) -> list[tuple[object, ...]]:
-        url = database_url.replace("postgresql+psycopg://", "postgresql://")
+        url = _libpq(database_url)
         with psycopg.connect(url) as conn:
             return conn.execute(sql, params).fetchall()
 
@@ -101,7 +107,7 @@ def test_every_status_change_is_notified_in_its_transaction(database_url: str) -
 
     from core.jobs import JOB_STATUS_CHANNEL
 
-    url = database_url.replace("postgresql+psycopg://", "postgresql://")
+    url = _libpq(database_url)
     store = JobStore(database_url)
     try:
         job_id = _new_job(store)
@@ -179,7 +185,7 @@ def test_pooled_connections_the_server_closed_are_replaced_unseen(database_url: 
     """
     import psycopg
 
-    url = database_url.replace("postgresql+psycopg://", "postgresql://")
+    url = _libpq(database_url)
     others = (
         "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
         "AND pid <> pg_backend_pid()"
@@ -215,7 +221,7 @@ def test_job_values_read_back_as_stored_on_postgres(database_url: str) -> None:
     store reads back."""
     import psycopg
 
-    url = database_url.replace("postgresql+psycopg://", "postgresql://")
+    url = _libpq(database_url)
     extra = {"format": "ogg", "nested": {"list": [1, 2.5, None, "é"]}, "flag": True}
     store = JobStore(database_url)
     try:
@@ -231,8 +237,6 @@ def test_job_values_read_back_as_stored_on_postgres(database_url: str) -> None:
             (job_id,),
         ).fetchone()
     assert stored is not None
-    import json
-
     assert json.loads(stored[0]) == extra
     assert claimed is not None and done is not None
     assert read.extra == done.extra == extra
@@ -244,7 +248,7 @@ def test_job_values_read_back_as_stored_on_postgres(database_url: str) -> None:
 
 def test_a_duplicate_job_is_sqlalchemys_integrity_error_on_postgres(database_url: str) -> None:
     """A constraint the server enforces surfaces as SQLAlchemy's IntegrityError (what the
-    idempotency path and the API catch), and the connection it broke on is used again."""
+    idempotency path and the API catch), and the store goes on answering after it."""
     from sqlalchemy.exc import IntegrityError
 
     store = JobStore(database_url)
@@ -271,7 +275,7 @@ def test_a_session_ended_mid_statement_fails_it_as_an_outage_once(database_url: 
     import psycopg
     from sqlalchemy.exc import OperationalError
 
-    url = database_url.replace("postgresql+psycopg://", "postgresql://")
+    url = _libpq(database_url)
     store = JobStore(database_url)
     try:
         job_id = _new_job(store)
